@@ -1,0 +1,222 @@
+"""The artifact contract: what a model directory holds and how vocab.json is validated.
+
+The trainer writes artifacts through these classes and the runtime reads them back
+through the same ones, so the format is defined in exactly one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError, ModelNotFoundError, UnsupportedVersionError
+
+FORMAT_NAME = "rnn-textgen-vocab"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+
+MODEL_FILE = "model.onnx"
+VOCAB_FILE = "vocab.json"
+
+# vocab.json is read before anything is trusted; a cap keeps a hostile file from
+# making json.loads allocate gigabytes. A 65,536-character vocabulary fits with room.
+MAX_VOCAB_BYTES = 4 * 1024 * 1024
+MAX_CHARS = 65_536
+MAX_SEQ_LENGTH = 100_000
+
+INPUT_DTYPES = frozenset({"int32", "int64"})
+OUTPUT_DTYPES = frozenset({"float32"})
+MODES = frozenset({"window"})
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, element type and shape of one graph input or output (None = dynamic)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything vocab.json says about a model: vocabulary, window, graph I/O, provenance.
+
+    `chars` are in index order: the model's input index i and output column i mean chars[i].
+    """
+
+    chars: tuple[str, ...]
+    seq_length: int
+    input: TensorSpec
+    output: TensorSpec
+    model_sha256: str
+    mode: str = "window"
+    architecture: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def char_to_index(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.chars)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def to_dict(self) -> dict[str, Any]:
+        # format and version first, so a reader (human or program) sees them before anything else.
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "mode": self.mode,
+            "chars": list(self.chars),
+            "seq_length": self.seq_length,
+            "graph": {"input": self.input.to_dict(), "output": self.output.to_dict()},
+            "model_sha256": self.model_sha256,
+            "architecture": dict(self.architecture),
+            "training": dict(self.training),
+        }
+
+    def to_json(self) -> str:
+        # ensure_ascii keeps the file readable on any terminal whatever the corpus' script.
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, source: str = VOCAB_FILE) -> ModelSpec:
+        """Parse and validate vocab.json; raise ArtifactError naming the first problem."""
+        try:
+            doc = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ArtifactError(
+                f"{source} is not valid JSON ({exc}); re-export the model with textgen-train export"
+            ) from None
+        return cls.from_dict(doc, source=source)
+
+    @classmethod
+    def from_dict(cls, doc: Any, *, source: str = VOCAB_FILE) -> ModelSpec:
+        """Validate a parsed vocab.json document field by field."""
+        v = _Validator(source)
+        v.check(isinstance(doc, dict), "the top level is not a JSON object")
+        v.check(doc.get("format") == FORMAT_NAME, f"its format is not {FORMAT_NAME!r}")
+        version = doc.get("version")
+        v.check(_is_int(version), "its version is missing or not an integer")
+        if version not in SUPPORTED_VERSIONS:
+            raise UnsupportedVersionError(
+                f"{source} has format version {version}, but this runtime reads version(s) "
+                f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))}; "
+                "upgrade rnn-textgen or re-export the model"
+            )
+        mode = doc.get("mode")
+        v.check(mode in MODES, f"mode {mode!r} is not one of {sorted(MODES)}")
+
+        chars = doc.get("chars")
+        v.check(isinstance(chars, list) and 0 < len(chars) <= MAX_CHARS,
+                f"chars must be a non-empty list of at most {MAX_CHARS} characters")
+        v.check(all(isinstance(c, str) and len(c) == 1 for c in chars),
+                "every entry of chars must be a single character")
+        v.check(len(set(chars)) == len(chars), "chars holds the same character twice")
+
+        seq_length = doc.get("seq_length")
+        v.check(_is_int(seq_length) and 1 <= seq_length <= MAX_SEQ_LENGTH,
+                f"seq_length must be an integer from 1 to {MAX_SEQ_LENGTH}")
+
+        graph = doc.get("graph")
+        v.check(isinstance(graph, dict), "graph is missing or not an object")
+        inp = _tensor(v, graph.get("input"), "graph.input", INPUT_DTYPES)
+        out = _tensor(v, graph.get("output"), "graph.output", OUTPUT_DTYPES)
+        v.check(inp.name != out.name, "graph.input and graph.output have the same name")
+
+        sha = doc.get("model_sha256")
+        v.check(isinstance(sha, str) and bool(_SHA256.match(sha)),
+                "model_sha256 must be 64 lowercase hex digits")
+
+        architecture = doc.get("architecture", {})
+        training = doc.get("training", {})
+        v.check(isinstance(architecture, dict), "architecture must be an object")
+        v.check(isinstance(training, dict), "training must be an object")
+        return cls(
+            chars=tuple(chars), seq_length=seq_length, input=inp, output=out,
+            model_sha256=sha, mode=mode, architecture=architecture, training=training,
+        )
+
+    @classmethod
+    def read(cls, model_dir: Path) -> ModelSpec:
+        """Read `model_dir/vocab.json`, refusing files over MAX_VOCAB_BYTES before parsing."""
+        path = Path(model_dir) / VOCAB_FILE
+        if not path.is_file():
+            raise ModelNotFoundError(
+                f"{path} not found; a model directory needs {MODEL_FILE} and {VOCAB_FILE}"
+            )
+        with path.open("rb") as fh:
+            data = fh.read(MAX_VOCAB_BYTES + 1)
+        if len(data) > MAX_VOCAB_BYTES:
+            raise ArtifactError(
+                f"{path} is larger than {MAX_VOCAB_BYTES} bytes; it is not a vocabulary file"
+            )
+        return cls.from_json(data, source=str(path))
+
+
+class _Validator:
+    """Raises one ArtifactError per failed check, always naming the file."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def check(self, ok: bool, problem: str) -> None:
+        if not ok:
+            raise ArtifactError(
+                f"{self.source} is malformed: {problem}; re-export the model with textgen-train"
+            )
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _tensor(v: _Validator, doc: Any, where: str, dtypes: frozenset[str]) -> TensorSpec:
+    v.check(isinstance(doc, dict), f"{where} is missing or not an object")
+    name, dtype, shape = doc.get("name"), doc.get("dtype"), doc.get("shape")
+    v.check(isinstance(name, str) and 0 < len(name) <= 256, f"{where}.name must be a short string")
+    v.check(dtype in dtypes, f"{where}.dtype must be one of {sorted(dtypes)}")
+    v.check(isinstance(shape, list) and 1 <= len(shape) <= 8
+            and all(d is None or (_is_int(d) and d > 0) for d in shape),
+            f"{where}.shape must be a list of positive integers or null")
+    return TensorSpec(name=name, dtype=dtype, shape=tuple(shape))
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks so large models need no extra memory."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_model_dir() -> Path:
+    """The shipped default model: inside the installed package, or artifacts/ in a checkout."""
+    packaged = Path(__file__).parent / "_default_model"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "artifacts" / "default"
+
+
+def bits_per_char(loss_nats: float) -> float:
+    """Cross-entropy in nats per character, expressed in bits."""
+    return loss_nats / math.log(2)
+
+
+__all__ = [
+    "FORMAT_NAME", "FORMAT_VERSION", "MODEL_FILE", "VOCAB_FILE", "ModelSpec", "TensorSpec",
+    "bits_per_char", "default_model_dir", "sha256_file",
+]

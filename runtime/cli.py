@@ -1,0 +1,87 @@
+"""`textgen`: generate text from an exported model, or describe it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .artifact import MODEL_FILE, VOCAB_FILE
+from .errors import TextgenError
+from .generator import MAX_LENGTH, Generator
+
+MODEL_OPTION = click.option(
+    "--model", "model_dir", type=click.Path(path_type=Path, file_okay=False),
+    default=None, help="Model directory (model.onnx + vocab.json). Default: the shipped model.",
+)
+
+
+@click.group()
+@click.version_option(package_name="rnn-textgen")
+def main() -> None:
+    """Generate text with a character-level RNN exported by textgen-train."""
+
+
+@main.command()
+@click.argument("prompt", required=False)
+@MODEL_OPTION
+@click.option("--length", "-n", type=click.IntRange(1, MAX_LENGTH), default=50, show_default=True,
+              help="Number of characters to generate.")
+def generate(prompt: str | None, model_dir: Path | None, length: int) -> None:
+    """Print PROMPT followed by LENGTH greedily generated characters, as they are produced.
+
+    Without PROMPT, the model's sample prompt (the start of its training corpus) is used.
+    """
+    try:
+        gen = Generator.load(model_dir)
+        if prompt is None:
+            prompt = gen.spec.training.get("sample_prompt", "")
+        chars = gen.stream(prompt, length)
+        out = sys.stdout
+        out.write(prompt)
+        out.flush()
+        for ch in chars:
+            out.write(ch)
+            out.flush()
+        out.write("\n")
+    except TextgenError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@MODEL_OPTION
+def info(model_dir: Path | None) -> None:
+    """Print the model card: vocabulary, window, architecture, files and training facts."""
+    try:
+        gen = Generator.load(model_dir)
+    except TextgenError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(model_card(gen))
+
+
+def model_card(gen: Generator) -> str:
+    """A human-readable summary of a loaded model."""
+    s = gen.spec
+    arch = s.architecture
+    lines = [
+        f"model:       {gen.model_dir}",
+        f"mode:        {s.mode} (reads the last {s.seq_length} characters)",
+        f"cell:        {arch.get('cell', '?')} x {arch.get('layers', 1)} layer(s), "
+        f"{arch.get('units', '?')} units, activation {arch.get('activation', '?')}",
+        f"vocabulary:  {s.vocab_size} characters: {''.join(s.chars)!r}",
+        f"graph:       {s.input.name} {s.input.dtype}{list(s.input.shape)} -> "
+        f"{s.output.name} {s.output.dtype}{list(s.output.shape)}",
+    ]
+    for name in (MODEL_FILE, VOCAB_FILE):
+        lines.append(f"{name + ':':<13}{(gen.model_dir / name).stat().st_size:,} bytes")
+    lines.append(f"sha256:      {s.model_sha256}")
+    if s.training:
+        lines.append("training:")
+        width = max(len(k) for k in s.training)
+        lines += [f"  {k:<{width}}  {v}" for k, v in s.training.items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,73 @@
+"""Reading a training corpus and turning it into character indices and windows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CorpusError
+
+# The notebook's one sentence: the corpus when the user names none.
+DEFAULT_TEXT = "This is Zindua School a software training institute"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A training text, its sorted vocabulary and the text as vocabulary indices."""
+
+    text: str
+    chars: tuple[str, ...]
+    ids: np.ndarray
+    name: str
+
+    @classmethod
+    def from_text(cls, text: str, name: str = "<builtin sentence>") -> Corpus:
+        chars = tuple(sorted(set(text)))
+        index = {c: i for i, c in enumerate(chars)}
+        ids = np.fromiter((index[c] for c in text), dtype=np.int32, count=len(text))
+        return cls(text=text, chars=chars, ids=ids, name=name)
+
+    @classmethod
+    def read(cls, path: Path | None) -> Corpus:
+        """Read a UTF-8 file (a leading BOM is dropped); None gives the notebook's sentence."""
+        if path is None:
+            return cls.from_text(DEFAULT_TEXT)
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise CorpusError(f"corpus file {path} not found; pass --corpus FILE") from None
+        except IsADirectoryError:
+            raise CorpusError(f"corpus {path} is a directory; pass a UTF-8 text file") from None
+        except OSError as exc:
+            raise CorpusError(f"cannot read corpus {path}: {exc.strerror}") from None
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise CorpusError(
+                f"corpus {path} is not UTF-8 (bad byte at offset {exc.start}); "
+                "convert it, e.g. iconv -t UTF-8"
+            ) from None
+        if not text:
+            raise CorpusError(f"corpus {path} is empty; give it some text to learn from")
+        return cls.from_text(text, name=path.name)
+
+    def windows(self, seq_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every window of seq_length indices and the index that follows it.
+
+        X is a strided view into `ids`, so it costs no memory of its own.
+        """
+        if len(self.text) < seq_length + 1:
+            raise CorpusError(
+                f"corpus {self.name} has {len(self.text)} characters; it needs at least "
+                f"seq_length + 1 = {seq_length + 1} to make one training sample"
+            )
+        x = np.lib.stride_tricks.sliding_window_view(self.ids[:-1], seq_length)
+        y = self.ids[seq_length:]
+        return x, y
+
+    def sample_prompt(self, seq_length: int) -> str:
+        """Three windows' worth of the corpus start: the prompt used to check and demo a model."""
+        return self.text[: min(len(self.text) - 1, 3 * seq_length)]

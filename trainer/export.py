@@ -1,0 +1,229 @@
+"""Export a trained Keras model to model.onnx + vocab.json, verify it, then publish atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.artifact import MODEL_FILE, VOCAB_FILE, ModelSpec, TensorSpec
+from runtime.generator import Generator
+
+from .errors import ExportError, OutputDirError
+from .model import INPUT_NAME, OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+
+KERAS_FILE = "model.keras"
+ARTIFACT_FILES = (KERAS_FILE, MODEL_FILE, VOCAB_FILE)
+# Opset 17 / IR 8 load in every onnxruntime from 1.14 on; newer opsets buy nothing for an RNN.
+OPSET = 17
+IR_VERSION = 8
+PARITY_ATOL = 1e-5
+GREEDY_CHECK_LENGTH = 100
+MAX_PARITY_WINDOWS = 4096
+
+
+def prepare_out_dir(out_dir: Path, *, force: bool) -> None:
+    """Fail early (before any training) if out_dir cannot take a new model."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise OutputDirError(
+            f"cannot write to output directory {out_dir}: {exc.strerror or exc}; "
+            "choose another --out"
+        ) from None
+    existing = [f for f in ARTIFACT_FILES if (out_dir / f).exists()]
+    if existing and not force:
+        raise OutputDirError(
+            f"{out_dir} already holds a model ({', '.join(existing)}); "
+            "pass --force to replace it or choose another --out"
+        )
+
+
+def to_onnx(model: Any, seq_length: int) -> bytes:
+    """Convert through tf2onnx.from_function (from_keras fails on some Keras 3 models)."""
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = (tf.TensorSpec([None, seq_length], tf.int32, name=INPUT_NAME),)
+
+    @tf.function(input_signature=spec)
+    def forward(char_ids: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {OUTPUT_NAME: model(char_ids, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=OPSET)
+    proto.ir_version = IR_VERSION
+    # tf2onnx names the batch dimension unk__N; a stable name reads better in `textgen info`.
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    proto.doc_string = "rnn-textgen character model"
+    return proto.SerializeToString()
+
+
+def keras_greedy(model: Any, ids: np.ndarray, seq_length: int, length: int) -> list[int]:
+    """The notebook's loop on the Keras model itself: the reference the export must match."""
+    window = list(ids[-seq_length:])
+    out = []
+    for _ in range(length):
+        probs = np.asarray(model(np.array([window[-seq_length:]], dtype=np.int32)))
+        nxt = int(probs[0].argmax())
+        out.append(nxt)
+        window.append(nxt)
+    return out
+
+
+def verify(model: Any, onnx_bytes: bytes, spec: ModelSpec, windows: np.ndarray,
+           prompt: str) -> dict[str, Any]:
+    """ONNX must agree with Keras: probabilities within PARITY_ATOL and identical greedy text."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    windows = np.ascontiguousarray(windows[:MAX_PARITY_WINDOWS], dtype=np.int32)
+    expected = np.asarray(model.predict(windows, verbose=0, batch_size=1024))
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: windows})[0]
+    max_diff = float(np.abs(expected - got).max())
+    if not max_diff <= PARITY_ATOL:
+        raise ExportError(
+            f"ONNX and Keras probabilities differ by {max_diff:.3g} (> {PARITY_ATOL}); "
+            "nothing was published; please report this with the model's settings"
+        )
+    gen = Generator(spec=spec, session=session, model_dir=Path("."))
+    onnx_text = "".join(gen.stream(prompt, GREEDY_CHECK_LENGTH))
+    keras_ids = keras_greedy(model, gen.encode(prompt), spec.seq_length, GREEDY_CHECK_LENGTH)
+    keras_text = "".join(spec.chars[i] for i in keras_ids)
+    if onnx_text != keras_text:
+        raise ExportError(
+            "ONNX and Keras greedy text differ for the prompt "
+            f"{prompt!r}; nothing was published; please report this with the model's settings"
+        )
+    return {"parity_max_abs_diff": max_diff, "parity_windows": len(windows)}
+
+
+def smoke_test_in_subprocess(model_dir: Path, prompt: str) -> None:
+    """Load and run the staged artifacts in a separate process: a model that makes onnxruntime
+    abort must fail this check, not the user's device later."""
+    code = (
+        "import sys; from runtime import Generator; "
+        "g = Generator.load(sys.argv[1]); g.generate(sys.argv[2], 5)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-c", code, str(model_dir), prompt],
+                          capture_output=True, text=True, env=env, timeout=300)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ExportError(
+            f"the exported model failed to load and run in a fresh process: {tail}; "
+            "nothing was published"
+        )
+
+
+def export(
+    model: Any, *, chars: tuple[str, ...], seq_length: int, out_dir: Path,
+    windows: np.ndarray, prompt: str, architecture: dict[str, Any],
+    training: dict[str, Any], force: bool = False,
+) -> ModelSpec:
+    """Convert, verify, stage and publish `model` into out_dir; return the written spec.
+
+    Until the final renames nothing in out_dir changes, so an interrupted or failed export
+    leaves the previous model intact. vocab.json, which holds model.onnx's sha256, is
+    renamed last: it is the commit point of the new model.
+    """
+    import tensorflow as tf
+    import tf2onnx
+
+    out_dir = Path(out_dir)
+    prepare_out_dir(out_dir, force=force)
+    onnx_bytes = to_onnx(model, seq_length)
+    spec = ModelSpec(
+        chars=chars, seq_length=seq_length,
+        input=TensorSpec(INPUT_NAME, "int32", (None, seq_length)),
+        output=TensorSpec(OUTPUT_NAME, "float32", (None, len(chars))),
+        model_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        architecture=architecture,
+        training={**training, "sample_prompt": prompt},
+    )
+    checks = verify(model, onnx_bytes, spec, windows, prompt)
+    spec = replace(spec, training={
+        **spec.training, **checks, "opset": OPSET,
+        "tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__,
+    })
+
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    try:
+        _write_synced(staging / MODEL_FILE, onnx_bytes)
+        _write_synced(staging / VOCAB_FILE, spec.to_json().encode())
+        model.save(staging / KERAS_FILE)
+        _fsync_path(staging / KERAS_FILE)
+        smoke_test_in_subprocess(staging, prompt)
+        for name in ARTIFACT_FILES:  # vocab.json last: see the docstring
+            os.replace(staging / name, out_dir / name)
+        _fsync_path(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.debug("exported %s (sha256 %s)", out_dir / MODEL_FILE, spec.model_sha256)
+    return spec
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def reexport(model_dir: Path, out_dir: Path | None = None, *, force: bool = False,
+             seed: int = 0) -> ModelSpec:
+    """Export the Keras model kept in model_dir again (into out_dir, default model_dir).
+
+    The training corpus is not kept, so parity is checked on the sample prompt's windows
+    plus random windows over the whole vocabulary, which exercise every input index.
+    """
+    import keras
+
+    model_dir = Path(model_dir)
+    old = ModelSpec.read(model_dir)
+    keras_path = model_dir / KERAS_FILE
+    if not keras_path.is_file():
+        raise OutputDirError(
+            f"{keras_path} not found; re-export needs the Keras model that training keeps there"
+        )
+    try:
+        model = keras.models.load_model(keras_path)
+    except Exception as exc:  # Keras raises many types for a damaged archive
+        raise ExportError(f"cannot load {keras_path}: {exc}; retrain the model") from None
+    prompt = old.training.get("sample_prompt") or "".join(old.chars[:1]) * old.seq_length
+    ids = np.array([old.char_to_index[c] for c in prompt], dtype=np.int32)
+    rng = np.random.default_rng(seed)
+    windows = np.concatenate([
+        np.lib.stride_tricks.sliding_window_view(ids, old.seq_length),
+        rng.integers(0, old.vocab_size, size=(1024, old.seq_length), dtype=np.int32),
+    ])
+    same_dir = out_dir is None or Path(out_dir).resolve() == model_dir.resolve()
+    training = {k: v for k, v in old.training.items() if k != "sample_prompt"}
+    return export(
+        model, chars=old.chars, seq_length=old.seq_length,
+        out_dir=model_dir if out_dir is None else Path(out_dir), windows=windows,
+        prompt=prompt, architecture=old.architecture, training=training,
+        force=force or same_dir,
+    )
