@@ -1,0 +1,60 @@
+"""Shared fixtures: copies of the shipped model to damage, and a tiny model trained once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.artifact import MODEL_FILE, VOCAB_FILE, default_model_dir
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL_CORPUS = (
+    "The quick brown fox jumps over the lazy dog. "
+    "A lazy dog sleeps while the quick fox runs.\n"
+) * 3
+
+
+@pytest.fixture
+def model_copy(tmp_path: Path) -> Path:
+    """A private copy of the default model that a test may corrupt."""
+    dest = tmp_path / "model"
+    shutil.copytree(default_model_dir(), dest)
+    return dest
+
+
+def edit_vocab(model_dir: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Apply `edit` to model_dir/vocab.json in place."""
+    path = model_dir / VOCAB_FILE
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+
+
+def reseal(model_dir: Path) -> None:
+    """Make vocab.json's sha256 match whatever model.onnx now holds."""
+    digest = hashlib.sha256((model_dir / MODEL_FILE).read_bytes()).hexdigest()
+    edit_vocab(model_dir, lambda d: d.__setitem__("model_sha256", digest))
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "fox.txt"
+    path.write_text(SMALL_CORPUS, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, corpus_file: Path) -> Path:
+    """A small model trained once per session through the library (seconds)."""
+    from trainer.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    train(TrainConfig(out_dir=out, corpus=corpus_file, seq_length=5, units=16, epochs=3,
+                      seed=7))
+    return out

@@ -1,0 +1,101 @@
+"""vocab.json: round trip and refusal of every malformed field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from runtime.artifact import FORMAT_NAME, FORMAT_VERSION, ModelSpec, TensorSpec, default_model_dir
+from runtime.errors import ArtifactError, ModelNotFoundError, UnsupportedVersionError
+
+
+def good() -> dict[str, Any]:
+    return ModelSpec(
+        chars=("a", "b", "c"), seq_length=2,
+        input=TensorSpec("char_ids", "int32", (None, 2)),
+        output=TensorSpec("probs", "float32", (None, 3)),
+        model_sha256="0" * 64, architecture={"cell": "simple"}, training={"seed": 1},
+    ).to_dict()
+
+
+def test_round_trip_keeps_every_field() -> None:
+    spec = ModelSpec.from_dict(good())
+    assert ModelSpec.from_json(spec.to_json()) == spec
+    assert spec.char_to_index == {"a": 0, "b": 1, "c": 2}
+
+
+def test_format_and_version_come_first() -> None:
+    doc = json.loads(ModelSpec.from_dict(good()).to_json())
+    assert list(doc)[:2] == ["format", "version"]
+    assert (doc["format"], doc["version"]) == (FORMAT_NAME, FORMAT_VERSION)
+
+
+def test_shipped_default_model_validates() -> None:
+    spec = ModelSpec.read(default_model_dir())
+    assert spec.seq_length == 3 and spec.vocab_size == 20
+    assert spec.architecture["cell"] == "simple" and spec.architecture["units"] == 50
+
+
+def test_unknown_version_is_named() -> None:
+    doc = good() | {"version": 2}
+    with pytest.raises(UnsupportedVersionError, match="version 2.*upgrade rnn-textgen"):
+        ModelSpec.from_dict(doc)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format": "something-else"}, "format"),
+        ({"version": "1"}, "version"),
+        ({"version": True}, "version"),
+        ({"mode": "teleport"}, "mode"),
+        ({"chars": []}, "chars"),
+        ({"chars": ["a", "a", "b"]}, "same character twice"),
+        ({"chars": ["ab", "c", "d"]}, "single character"),
+        ({"chars": "abc"}, "chars"),
+        ({"seq_length": 0}, "seq_length"),
+        ({"seq_length": 2.0}, "seq_length"),
+        ({"seq_length": None}, "seq_length"),
+        ({"graph": []}, "graph"),
+        ({"model_sha256": "xyz"}, "model_sha256"),
+        ({"model_sha256": "A" * 64}, "model_sha256"),
+        ({"architecture": [1]}, "architecture"),
+        ({"training": "yes"}, "training"),
+    ],
+)
+def test_malformed_field_is_refused(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ArtifactError, match=message):
+        ModelSpec.from_dict(good() | change)
+
+
+@pytest.mark.parametrize(
+    ("where", "change", "message"),
+    [
+        ("input", {"dtype": "float64"}, "graph.input.dtype"),
+        ("output", {"dtype": "int32"}, "graph.output.dtype"),
+        ("input", {"name": ""}, "graph.input.name"),
+        ("input", {"shape": [None, -1]}, "graph.input.shape"),
+        ("output", {"name": "char_ids"}, "same name"),
+    ],
+)
+def test_malformed_tensor_is_refused(where: str, change: dict[str, Any], message: str) -> None:
+    doc = good()
+    doc["graph"][where].update(change)
+    with pytest.raises(ArtifactError, match=message):
+        ModelSpec.from_dict(doc)
+
+
+@pytest.mark.parametrize("text", ["", "{", "[1, 2]", "null", b"\xff\xfe"])
+def test_not_a_vocab_document(text: str | bytes) -> None:
+    with pytest.raises(ArtifactError):
+        ModelSpec.from_json(text)
+
+
+def test_missing_and_oversized_files(tmp_path) -> None:
+    with pytest.raises(ModelNotFoundError, match="vocab.json not found"):
+        ModelSpec.read(tmp_path)
+    (tmp_path / "vocab.json").write_bytes(b" " * (5 * 1024 * 1024))
+    with pytest.raises(ArtifactError, match="larger than"):
+        ModelSpec.read(tmp_path)

@@ -1,0 +1,221 @@
+"""The trainer: corpus checks, determinism, verified export, atomic publish, re-export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from runtime import Generator
+from runtime.artifact import MODEL_FILE, VOCAB_FILE, ModelSpec
+from trainer import export as export_mod
+from trainer.cli import main
+from trainer.corpus import DEFAULT_TEXT, Corpus
+from trainer.errors import CorpusError, ExportError, OutputDirError
+from trainer.export import KERAS_FILE, keras_greedy, reexport
+from trainer.train import TrainConfig, train
+
+TINY = {"seq_length": 4, "units": 8, "epochs": 2}
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def snapshot(d) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+# --- corpus -------------------------------------------------------------------------------
+
+
+def test_builtin_corpus_is_the_notebooks_sentence() -> None:
+    c = Corpus.read(None)
+    assert c.text == DEFAULT_TEXT
+    assert c.chars == tuple(sorted(set(DEFAULT_TEXT)))
+    x, y = c.windows(3)
+    # The notebook: every window of 3 characters, labelled with the character after it.
+    assert len(x) == len(DEFAULT_TEXT) - 3
+    for i in (0, 10, len(x) - 1):
+        assert "".join(c.chars[j] for j in x[i]) == DEFAULT_TEXT[i:i + 3]
+        assert c.chars[y[i]] == DEFAULT_TEXT[i + 3]
+
+
+def test_utf8_with_bom_and_non_ascii(tmp_path) -> None:
+    p = tmp_path / "c.txt"
+    p.write_bytes("\ufeffnaïve café ñ".encode())
+    c = Corpus.read(p)
+    assert c.text == "naïve café ñ" and "ï" in c.chars and "\ufeff" not in c.chars
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "not found"), (b"", "empty"), (b"abc\xff\xfedef", r"not UTF-8 \(bad byte at offset 3\)")],
+)
+def test_bad_corpus(tmp_path, content, message) -> None:
+    p = tmp_path / "corpus.txt"
+    if content is not None:
+        p.write_bytes(content)
+    with pytest.raises(CorpusError, match=message):
+        Corpus.read(p)
+
+
+def test_corpus_directory(tmp_path) -> None:
+    with pytest.raises(CorpusError, match="is a directory"):
+        Corpus.read(tmp_path)
+
+
+def test_corpus_shorter_than_a_window(tmp_path) -> None:
+    p = tmp_path / "short.txt"
+    p.write_text("abc")
+    with pytest.raises(CorpusError, match="needs at least seq_length \\+ 1 = 4"):
+        Corpus.read(p).windows(3)
+    Corpus.read(p).windows(2)  # exactly seq_length + 1 characters is enough
+
+
+# --- output directory ---------------------------------------------------------------------
+
+
+def test_unwritable_out_fails_before_training(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputDirError, match="cannot write to output directory"):
+        train(TrainConfig(out_dir=blocker / "sub", **TINY))
+
+
+def test_existing_model_needs_force(tmp_path, tiny_model) -> None:
+    with pytest.raises(OutputDirError, match="--force"):
+        train(TrainConfig(out_dir=tiny_model, **TINY))
+
+
+# --- training and export ------------------------------------------------------------------
+
+
+def test_same_seed_same_weights(tmp_path, corpus_file) -> None:
+    import keras
+
+    weights = []
+    for name in ("a", "b"):
+        train(TrainConfig(out_dir=tmp_path / name, corpus=corpus_file, seed=3, **TINY))
+        weights.append(keras.models.load_model(tmp_path / name / KERAS_FILE).get_weights())
+    assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=True))
+    spec_a = ModelSpec.read(tmp_path / "a")
+    spec_b = ModelSpec.read(tmp_path / "b")
+    assert spec_a.training["loss"] == spec_b.training["loss"]
+
+
+def test_end_to_end_train_export_generate(tiny_model, corpus_file) -> None:
+    import keras
+
+    spec = ModelSpec.read(tiny_model)
+    corpus = Corpus.read(corpus_file)
+    assert spec.chars == corpus.chars and spec.seq_length == 5
+    assert spec.training["parity_max_abs_diff"] <= 1e-5
+    assert spec.training["samples"] == len(corpus.text) - 5
+    assert spec.training["command"].startswith("textgen-train train --corpus")
+    gen = Generator.load(tiny_model)
+    prompt = spec.training["sample_prompt"]
+    model = keras.models.load_model(tiny_model / KERAS_FILE)
+    expected = keras_greedy(model, gen.encode(prompt), 5, 40)
+    assert gen.generate(prompt, 40) == prompt + "".join(spec.chars[i] for i in expected)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_other_cells_export_with_parity(tmp_path, corpus_file, cell) -> None:
+    spec = train(TrainConfig(out_dir=tmp_path / cell, corpus=corpus_file, cell=cell, seed=1,
+                             **TINY))
+    assert spec.architecture["cell"] == cell and spec.architecture["activation"] == "tanh"
+    assert spec.training["parity_max_abs_diff"] <= 1e-5
+    assert len(Generator.load(tmp_path / cell).generate("The quick", 10)) == 19
+
+
+def test_failed_verification_publishes_nothing(tmp_path, tiny_model, monkeypatch) -> None:
+    before = snapshot(tiny_model)
+    # Force the parity check to fail: no tolerance can be met below zero.
+    monkeypatch.setattr(export_mod, "PARITY_ATOL", -1.0)
+    with pytest.raises(ExportError, match="nothing was published"):
+        reexport(tiny_model, force=True)
+    assert snapshot(tiny_model) == before  # no partial file, no staging directory left
+
+
+def test_reexport_reproduces_the_same_model(tmp_path, tiny_model) -> None:
+    out = tmp_path / "again"
+    spec = reexport(tiny_model, out)
+    old = ModelSpec.read(tiny_model)
+    assert (spec.chars, spec.seq_length, spec.architecture) == (
+        old.chars, old.seq_length, old.architecture)
+    assert spec.training["seed"] == old.training["seed"]
+    a, b = Generator.load(tiny_model), Generator.load(out)
+    prompt = old.training["sample_prompt"]
+    assert a.generate(prompt, 50) == b.generate(prompt, 50)
+    assert sorted(p.name for p in out.iterdir()) == sorted([KERAS_FILE, MODEL_FILE, VOCAB_FILE])
+
+
+def test_reexport_refuses_to_clobber_another_dir_without_force(tmp_path, tiny_model) -> None:
+    out = tmp_path / "taken"
+    reexport(tiny_model, out)
+    with pytest.raises(OutputDirError, match="--force"):
+        reexport(tiny_model, out)
+
+
+# --- the CLI ------------------------------------------------------------------------------
+
+
+def test_cli_train_then_generate(tmp_path, corpus_file) -> None:
+    out = tmp_path / "m"
+    result = cli("train", "--corpus", str(corpus_file), "--out", str(out), "--seq-length", "4",
+                 "--units", "8", "--epochs", "2", "--batch-size", "16", "--learning-rate",
+                 "0.01", "--seed", "5", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert f"textgen generate --model {out}" in result.output
+    doc = json.loads((out / VOCAB_FILE).read_text())
+    assert doc["training"]["batch_size"] == 16 and doc["training"]["learning_rate"] == 0.01
+    assert "--batch-size 16" in doc["training"]["command"]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--corpus", "/no/such/file.txt"], "not found"),
+        (["--seq-length", "0"], "--seq-length"),
+        (["--epochs", "0"], "--epochs"),
+        (["--learning-rate", "0"], "--learning-rate"),
+        (["--cell", "transformer"], "--cell"),
+    ],
+)
+def test_cli_bad_input_is_one_line(tmp_path, args, fragment) -> None:
+    result = cli("train", "--out", str(tmp_path / "m"), *args)
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("Error")]
+    assert len(errors) == 1 and fragment in errors[0], result.output
+    assert not (tmp_path / "m" / MODEL_FILE).exists()
+
+
+def test_cli_corpus_errors(tmp_path) -> None:
+    cases = {"empty.txt": b"", "latin1.txt": "caf\xe9".encode("latin-1"), "short.txt": b"ab"}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        result = cli("train", "--corpus", str(tmp_path / name), "--out", str(tmp_path / "m"))
+        assert result.exit_code == 1, (name, result.output)
+        assert result.output.count("\n") == 1 and result.output.startswith("Error"), name
+
+
+def test_cli_unwritable_out_and_existing_model(tmp_path, tiny_model) -> None:
+    (tmp_path / "file").write_text("x")
+    result = cli("train", "--out", str(tmp_path / "file" / "m"))
+    assert result.exit_code == 1 and "cannot write" in result.output
+    before = snapshot(tiny_model)
+    result = cli("train", "--out", str(tiny_model), "--epochs", "1")
+    assert result.exit_code == 1 and "--force" in result.output
+    assert snapshot(tiny_model) == before
+
+
+def test_cli_export(tmp_path, tiny_model) -> None:
+    result = cli("export", "--model-dir", str(tiny_model), "--out", str(tmp_path / "x"))
+    assert result.exit_code == 0, result.output
+    assert Generator.load(tmp_path / "x").spec.chars == ModelSpec.read(tiny_model).chars
+    result = cli("export", "--model-dir", str(tmp_path / "nothing"))
+    assert result.exit_code == 1 and "not found" in result.output
