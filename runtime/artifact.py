@@ -120,15 +120,21 @@ class ModelSpec:
         v.check(mode in MODES, f"mode {mode!r} is not one of {sorted(MODES)}")
 
         chars = doc.get("chars")
-        v.check(isinstance(chars, list) and 0 < len(chars) <= MAX_CHARS,
-                f"chars must be a non-empty list of at most {MAX_CHARS} characters")
-        v.check(all(isinstance(c, str) and len(c) == 1 for c in chars),
-                "every entry of chars must be a single character")
+        v.check(
+            isinstance(chars, list) and 0 < len(chars) <= MAX_CHARS,
+            f"chars must be a non-empty list of at most {MAX_CHARS} characters",
+        )
+        v.check(
+            all(isinstance(c, str) and len(c) == 1 for c in chars),
+            "every entry of chars must be a single character",
+        )
         v.check(len(set(chars)) == len(chars), "chars holds the same character twice")
 
         seq_length = doc.get("seq_length")
-        v.check(_is_int(seq_length) and 1 <= seq_length <= MAX_SEQ_LENGTH,
-                f"seq_length must be an integer from 1 to {MAX_SEQ_LENGTH}")
+        v.check(
+            _is_int(seq_length) and 1 <= seq_length <= MAX_SEQ_LENGTH,
+            f"seq_length must be an integer from 1 to {MAX_SEQ_LENGTH}",
+        )
 
         graph = doc.get("graph")
         v.check(isinstance(graph, dict), "graph is missing or not an object")
@@ -137,16 +143,24 @@ class ModelSpec:
         v.check(inp.name != out.name, "graph.input and graph.output have the same name")
 
         sha = doc.get("model_sha256")
-        v.check(isinstance(sha, str) and bool(_SHA256.match(sha)),
-                "model_sha256 must be 64 lowercase hex digits")
+        v.check(
+            isinstance(sha, str) and bool(_SHA256.match(sha)),
+            "model_sha256 must be 64 lowercase hex digits",
+        )
 
         architecture = doc.get("architecture", {})
         training = doc.get("training", {})
         v.check(isinstance(architecture, dict), "architecture must be an object")
         v.check(isinstance(training, dict), "training must be an object")
         return cls(
-            chars=tuple(chars), seq_length=seq_length, input=inp, output=out,
-            model_sha256=sha, mode=mode, architecture=architecture, training=training,
+            chars=tuple(chars),
+            seq_length=seq_length,
+            input=inp,
+            output=out,
+            model_sha256=sha,
+            mode=mode,
+            architecture=architecture,
+            training=training,
         )
 
     @classmethod
@@ -188,9 +202,12 @@ def _tensor(v: _Validator, doc: Any, where: str, dtypes: frozenset[str]) -> Tens
     name, dtype, shape = doc.get("name"), doc.get("dtype"), doc.get("shape")
     v.check(isinstance(name, str) and 0 < len(name) <= 256, f"{where}.name must be a short string")
     v.check(dtype in dtypes, f"{where}.dtype must be one of {sorted(dtypes)}")
-    v.check(isinstance(shape, list) and 1 <= len(shape) <= 8
-            and all(d is None or (_is_int(d) and d > 0) for d in shape),
-            f"{where}.shape must be a list of positive integers or null")
+    v.check(
+        isinstance(shape, list)
+        and 1 <= len(shape) <= 8
+        and all(d is None or (_is_int(d) and d > 0) for d in shape),
+        f"{where}.shape must be a list of positive integers or null",
+    )
     return TensorSpec(name=name, dtype=dtype, shape=tuple(shape))
 
 
@@ -217,6 +234,13 @@ def bits_per_char(loss_nats: float) -> float:
 
 
 __all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "MODEL_FILE", "VOCAB_FILE", "ModelSpec", "TensorSpec",
-    "bits_per_char", "default_model_dir", "sha256_file",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MODEL_FILE",
+    "VOCAB_FILE",
+    "ModelSpec",
+    "TensorSpec",
+    "bits_per_char",
+    "default_model_dir",
+    "sha256_file",
 ]

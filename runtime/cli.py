@@ -12,8 +12,11 @@ from .errors import TextgenError
 from .generator import MAX_LENGTH, Generator
 
 MODEL_OPTION = click.option(
-    "--model", "model_dir", type=click.Path(path_type=Path, file_okay=False),
-    default=None, help="Model directory (model.onnx + vocab.json). Default: the shipped model.",
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Model directory (model.onnx + vocab.json). Default: the shipped model.",
 )
 
 
@@ -26,8 +29,14 @@ def main() -> None:
 @main.command()
 @click.argument("prompt", required=False)
 @MODEL_OPTION
-@click.option("--length", "-n", type=click.IntRange(1, MAX_LENGTH), default=50, show_default=True,
-              help="Number of characters to generate.")
+@click.option(
+    "--length",
+    "-n",
+    type=click.IntRange(1, MAX_LENGTH),
+    default=50,
+    show_default=True,
+    help="Number of characters to generate.",
+)
 def generate(prompt: str | None, model_dir: Path | None, length: int) -> None:
     """Print PROMPT followed by LENGTH greedily generated characters, as they are produced.
 

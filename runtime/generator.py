@@ -78,7 +78,8 @@ class Generator:
             )
         try:
             session = ort.InferenceSession(
-                str(model_path), sess_options=session_options(threads),
+                str(model_path),
+                sess_options=session_options(threads),
                 providers=["CPUExecutionProvider"],
             )
         except Exception as exc:  # onnxruntime raises its own untyped pybind errors
@@ -92,8 +93,9 @@ class Generator:
     def encode(self, prompt: str) -> np.ndarray:
         """Character indices of `prompt`; raises PromptError if the model cannot read it."""
         if not isinstance(prompt, str) or prompt == "":
-            raise PromptError("the prompt is empty; give at least "
-                              f"{self.spec.seq_length} characters")
+            raise PromptError(
+                f"the prompt is empty; give at least {self.spec.seq_length} characters"
+            )
         index = self.spec.char_to_index
         unknown = sorted({c for c in prompt if c not in index})
         if unknown:

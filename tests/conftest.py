@@ -15,8 +15,7 @@ from runtime.artifact import MODEL_FILE, VOCAB_FILE, default_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL_CORPUS = (
-    "The quick brown fox jumps over the lazy dog. "
-    "A lazy dog sleeps while the quick fox runs.\n"
+    "The quick brown fox jumps over the lazy dog. A lazy dog sleeps while the quick fox runs.\n"
 ) * 3
 
 
@@ -55,6 +54,5 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, corpus_file: Path) -> P
     from trainer.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("tiny") / "model"
-    train(TrainConfig(out_dir=out, corpus=corpus_file, seq_length=5, units=16, epochs=3,
-                      seed=7))
+    train(TrainConfig(out_dir=out, corpus=corpus_file, seq_length=5, units=16, epochs=3, seed=7))
     return out

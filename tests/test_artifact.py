@@ -13,10 +13,13 @@ from runtime.errors import ArtifactError, ModelNotFoundError, UnsupportedVersion
 
 def good() -> dict[str, Any]:
     return ModelSpec(
-        chars=("a", "b", "c"), seq_length=2,
+        chars=("a", "b", "c"),
+        seq_length=2,
         input=TensorSpec("char_ids", "int32", (None, 2)),
         output=TensorSpec("probs", "float32", (None, 3)),
-        model_sha256="0" * 64, architecture={"cell": "simple"}, training={"seed": 1},
+        model_sha256="0" * 64,
+        architecture={"cell": "simple"},
+        training={"seed": 1},
     ).to_dict()
 
 

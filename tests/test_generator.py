@@ -28,7 +28,7 @@ def notebook_loop(gen: Generator, prompt: str, length: int) -> str:
     text = prompt
     index = {c: i for i, c in enumerate(gen.spec.chars)}
     for _ in range(length):
-        x = np.array([[index[c] for c in text[-gen.spec.seq_length:]]], dtype=np.int32)
+        x = np.array([[index[c] for c in text[-gen.spec.seq_length :]]], dtype=np.int32)
         prediction = gen.session.run(None, {gen.spec.input.name: x})[0]
         text += gen.spec.chars[int(np.argmax(prediction))]
     return text

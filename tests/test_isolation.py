@@ -20,15 +20,18 @@ def test_runtime_never_imports_training_frameworks() -> None:
         f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
         "print(','.join(heavy))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=REPO, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
     assert proc.stdout.strip() == ""
 
 
 def test_cli_in_a_fresh_process_streams_and_exits_zero(tmp_path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "runtime.cli", "generate", "This is Z", "-n", "12"],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("This is Z") and len(proc.stdout.rstrip("\n")) == 21
@@ -37,7 +40,9 @@ def test_cli_in_a_fresh_process_streams_and_exits_zero(tmp_path) -> None:
 def test_cli_error_in_a_fresh_process_is_one_line_without_traceback() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "runtime.cli", "generate", "This is Q!"],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert proc.returncode == 1
     assert proc.stdout == ""

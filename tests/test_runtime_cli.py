@@ -48,9 +48,19 @@ def test_info_prints_the_model_card() -> None:
     result = run("info")
     assert result.exit_code == 0
     spec = Generator.load().spec
-    for expected in ("simple", "50 units", "relu", "reads the last 3", "20 characters",
-                     "model.onnx:", "vocab.json:", spec.model_sha256, "seed", "loss",
-                     "textgen-train train --seed 0"):
+    for expected in (
+        "simple",
+        "50 units",
+        "relu",
+        "reads the last 3",
+        "20 characters",
+        "model.onnx:",
+        "vocab.json:",
+        spec.model_sha256,
+        "seed",
+        "loss",
+        "textgen-train train --seed 0",
+    ):
         assert expected in result.output, expected
 
 

@@ -39,7 +39,7 @@ def test_builtin_corpus_is_the_notebooks_sentence() -> None:
     # The notebook: every window of 3 characters, labelled with the character after it.
     assert len(x) == len(DEFAULT_TEXT) - 3
     for i in (0, 10, len(x) - 1):
-        assert "".join(c.chars[j] for j in x[i]) == DEFAULT_TEXT[i:i + 3]
+        assert "".join(c.chars[j] for j in x[i]) == DEFAULT_TEXT[i : i + 3]
         assert c.chars[y[i]] == DEFAULT_TEXT[i + 3]
 
 
@@ -52,7 +52,11 @@ def test_utf8_with_bom_and_non_ascii(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "not found"), (b"", "empty"), (b"abc\xff\xfedef", r"not UTF-8 \(bad byte at offset 3\)")],
+    [
+        (None, "not found"),
+        (b"", "empty"),
+        (b"abc\xff\xfedef", r"not UTF-8 \(bad byte at offset 3\)"),
+    ],
 )
 def test_bad_corpus(tmp_path, content, message) -> None:
     p = tmp_path / "corpus.txt"
@@ -124,8 +128,9 @@ def test_end_to_end_train_export_generate(tiny_model, corpus_file) -> None:
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_other_cells_export_with_parity(tmp_path, corpus_file, cell) -> None:
-    spec = train(TrainConfig(out_dir=tmp_path / cell, corpus=corpus_file, cell=cell, seed=1,
-                             **TINY))
+    spec = train(
+        TrainConfig(out_dir=tmp_path / cell, corpus=corpus_file, cell=cell, seed=1, **TINY)
+    )
     assert spec.architecture["cell"] == cell and spec.architecture["activation"] == "tanh"
     assert spec.training["parity_max_abs_diff"] <= 1e-5
     assert len(Generator.load(tmp_path / cell).generate("The quick", 10)) == 19
@@ -145,7 +150,10 @@ def test_reexport_reproduces_the_same_model(tmp_path, tiny_model) -> None:
     spec = reexport(tiny_model, out)
     old = ModelSpec.read(tiny_model)
     assert (spec.chars, spec.seq_length, spec.architecture) == (
-        old.chars, old.seq_length, old.architecture)
+        old.chars,
+        old.seq_length,
+        old.architecture,
+    )
     assert spec.training["seed"] == old.training["seed"]
     a, b = Generator.load(tiny_model), Generator.load(out)
     prompt = old.training["sample_prompt"]
@@ -165,9 +173,26 @@ def test_reexport_refuses_to_clobber_another_dir_without_force(tmp_path, tiny_mo
 
 def test_cli_train_then_generate(tmp_path, corpus_file) -> None:
     out = tmp_path / "m"
-    result = cli("train", "--corpus", str(corpus_file), "--out", str(out), "--seq-length", "4",
-                 "--units", "8", "--epochs", "2", "--batch-size", "16", "--learning-rate",
-                 "0.01", "--seed", "5", "--quiet")
+    result = cli(
+        "train",
+        "--corpus",
+        str(corpus_file),
+        "--out",
+        str(out),
+        "--seq-length",
+        "4",
+        "--units",
+        "8",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--learning-rate",
+        "0.01",
+        "--seed",
+        "5",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     assert f"textgen generate --model {out}" in result.output
     doc = json.loads((out / VOCAB_FILE).read_text())

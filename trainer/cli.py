@@ -10,11 +10,15 @@ import click
 from runtime.errors import TextgenError
 
 OUT_OPTION = click.option(
-    "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
     help="Directory to write model.onnx, vocab.json and model.keras into.",
 )
-FORCE_OPTION = click.option("--force", is_flag=True,
-                            help="Replace a model already in the output directory.")
+FORCE_OPTION = click.option(
+    "--force", is_flag=True, help="Replace a model already in the output directory."
+)
 
 
 @click.group()
@@ -27,35 +31,77 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--corpus", type=click.Path(path_type=Path), default=None,
-              help="UTF-8 text file to learn. Default: the notebook's one sentence.")
+@click.option(
+    "--corpus",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="UTF-8 text file to learn. Default: the notebook's one sentence.",
+)
 @OUT_OPTION
-@click.option("--seq-length", type=click.IntRange(1, 10_000), default=3, show_default=True,
-              help="Characters the model reads to predict the next one.")
-@click.option("--cell", type=click.Choice(["simple", "lstm", "gru"]), default="simple",
-              show_default=True, help="Recurrent cell.")
+@click.option(
+    "--seq-length",
+    type=click.IntRange(1, 10_000),
+    default=3,
+    show_default=True,
+    help="Characters the model reads to predict the next one.",
+)
+@click.option(
+    "--cell",
+    type=click.Choice(["simple", "lstm", "gru"]),
+    default="simple",
+    show_default=True,
+    help="Recurrent cell.",
+)
 @click.option("--units", type=click.IntRange(1, 8192), default=50, show_default=True)
-@click.option("--activation", default=None,
-              help="Cell activation. Default: relu for simple (as the notebook), tanh otherwise.")
+@click.option(
+    "--activation",
+    default=None,
+    help="Cell activation. Default: relu for simple (as the notebook), tanh otherwise.",
+)
 @click.option("--epochs", type=click.IntRange(1, 100_000), default=100, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 1 << 20), default=32, show_default=True)
-@click.option("--learning-rate", type=click.FloatRange(0, 10, min_open=True), default=0.001,
-              show_default=True)
-@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None,
-              help="Seed for identical weights run to run. Default: drawn and recorded.")
+@click.option(
+    "--learning-rate", type=click.FloatRange(0, 10, min_open=True), default=0.001, show_default=True
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**31 - 1),
+    default=None,
+    help="Seed for identical weights run to run. Default: drawn and recorded.",
+)
 @FORCE_OPTION
 @click.option("--quiet", is_flag=True, help="No per-epoch progress.")
-def train(corpus: Path | None, out_dir: Path, seq_length: int, cell: str, units: int,
-          activation: str | None, epochs: int, batch_size: int, learning_rate: float,
-          seed: int | None, force: bool, quiet: bool) -> None:
+def train(
+    corpus: Path | None,
+    out_dir: Path,
+    seq_length: int,
+    cell: str,
+    units: int,
+    activation: str | None,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int | None,
+    force: bool,
+    quiet: bool,
+) -> None:
     """Fit a model on CORPUS and export it into OUT."""
     from .train import TrainConfig
     from .train import train as run_training
 
     config = TrainConfig(
-        out_dir=out_dir, corpus=corpus, seq_length=seq_length, cell=cell, units=units,
-        activation=activation, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, seed=seed, force=force, verbose=0 if quiet else 2,
+        out_dir=out_dir,
+        corpus=corpus,
+        seq_length=seq_length,
+        cell=cell,
+        units=units,
+        activation=activation,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        force=force,
+        verbose=0 if quiet else 2,
     )
     try:
         spec = run_training(config)
@@ -64,15 +110,26 @@ def train(corpus: Path | None, out_dir: Path, seq_length: int, cell: str, units:
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; the output directory was left as it was") from None
     t = spec.training
-    click.echo(f"wrote {out_dir}: loss {t['loss']:.4f}, accuracy {t['accuracy']:.3f}, "
-               f"{t['bits_per_char']:.3f} bits/char; try: textgen generate --model {out_dir}")
+    click.echo(
+        f"wrote {out_dir}: loss {t['loss']:.4f}, accuracy {t['accuracy']:.3f}, "
+        f"{t['bits_per_char']:.3f} bits/char; try: textgen generate --model {out_dir}"
+    )
 
 
 @main.command("export")
-@click.option("--model-dir", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Directory written by `textgen-train train` (it keeps model.keras).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Where to write. Default: --model-dir itself.")
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Directory written by `textgen-train train` (it keeps model.keras).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where to write. Default: --model-dir itself.",
+)
 @FORCE_OPTION
 def export_command(model_dir: Path, out_dir: Path | None, force: bool) -> None:
     """Re-export the Keras model kept in MODEL_DIR to ONNX, verified against Keras."""

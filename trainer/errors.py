@@ -10,7 +10,7 @@ class CorpusError(TextgenError):
 
 
 class OutputDirError(TextgenError):
-    """The output directory cannot be written, or holds a model that --force did not allow us to replace."""
+    """The output directory cannot be written, or holds a model and --force was not given."""
 
 
 class ExportError(TextgenError):

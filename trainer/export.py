@@ -85,8 +85,9 @@ def keras_greedy(model: Any, ids: np.ndarray, seq_length: int, length: int) -> l
     return out
 
 
-def verify(model: Any, onnx_bytes: bytes, spec: ModelSpec, windows: np.ndarray,
-           prompt: str) -> dict[str, Any]:
+def verify(
+    model: Any, onnx_bytes: bytes, spec: ModelSpec, windows: np.ndarray, prompt: str
+) -> dict[str, Any]:
     """ONNX must agree with Keras: probabilities within PARITY_ATOL and identical greedy text."""
     import onnxruntime as ort
 
@@ -120,8 +121,13 @@ def smoke_test_in_subprocess(model_dir: Path, prompt: str) -> None:
         "g = Generator.load(sys.argv[1]); g.generate(sys.argv[2], 5)"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run([sys.executable, "-c", code, str(model_dir), prompt],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(model_dir), prompt],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise ExportError(
@@ -131,9 +137,16 @@ def smoke_test_in_subprocess(model_dir: Path, prompt: str) -> None:
 
 
 def export(
-    model: Any, *, chars: tuple[str, ...], seq_length: int, out_dir: Path,
-    windows: np.ndarray, prompt: str, architecture: dict[str, Any],
-    training: dict[str, Any], force: bool = False,
+    model: Any,
+    *,
+    chars: tuple[str, ...],
+    seq_length: int,
+    out_dir: Path,
+    windows: np.ndarray,
+    prompt: str,
+    architecture: dict[str, Any],
+    training: dict[str, Any],
+    force: bool = False,
 ) -> ModelSpec:
     """Convert, verify, stage and publish `model` into out_dir; return the written spec.
 
@@ -148,7 +161,8 @@ def export(
     prepare_out_dir(out_dir, force=force)
     onnx_bytes = to_onnx(model, seq_length)
     spec = ModelSpec(
-        chars=chars, seq_length=seq_length,
+        chars=chars,
+        seq_length=seq_length,
         input=TensorSpec(INPUT_NAME, "int32", (None, seq_length)),
         output=TensorSpec(OUTPUT_NAME, "float32", (None, len(chars))),
         model_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
@@ -156,10 +170,16 @@ def export(
         training={**training, "sample_prompt": prompt},
     )
     checks = verify(model, onnx_bytes, spec, windows, prompt)
-    spec = replace(spec, training={
-        **spec.training, **checks, "opset": OPSET,
-        "tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__,
-    })
+    spec = replace(
+        spec,
+        training={
+            **spec.training,
+            **checks,
+            "opset": OPSET,
+            "tensorflow": tf.__version__,
+            "tf2onnx": tf2onnx.__version__,
+        },
+    )
 
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
     try:
@@ -192,8 +212,9 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def reexport(model_dir: Path, out_dir: Path | None = None, *, force: bool = False,
-             seed: int = 0) -> ModelSpec:
+def reexport(
+    model_dir: Path, out_dir: Path | None = None, *, force: bool = False, seed: int = 0
+) -> ModelSpec:
     """Export the Keras model kept in model_dir again (into out_dir, default model_dir).
 
     The training corpus is not kept, so parity is checked on the sample prompt's windows
@@ -215,15 +236,22 @@ def reexport(model_dir: Path, out_dir: Path | None = None, *, force: bool = Fals
     prompt = old.training.get("sample_prompt") or "".join(old.chars[:1]) * old.seq_length
     ids = np.array([old.char_to_index[c] for c in prompt], dtype=np.int32)
     rng = np.random.default_rng(seed)
-    windows = np.concatenate([
-        np.lib.stride_tricks.sliding_window_view(ids, old.seq_length),
-        rng.integers(0, old.vocab_size, size=(1024, old.seq_length), dtype=np.int32),
-    ])
+    windows = np.concatenate(
+        [
+            np.lib.stride_tricks.sliding_window_view(ids, old.seq_length),
+            rng.integers(0, old.vocab_size, size=(1024, old.seq_length), dtype=np.int32),
+        ]
+    )
     same_dir = out_dir is None or Path(out_dir).resolve() == model_dir.resolve()
     training = {k: v for k, v in old.training.items() if k != "sample_prompt"}
     return export(
-        model, chars=old.chars, seq_length=old.seq_length,
-        out_dir=model_dir if out_dir is None else Path(out_dir), windows=windows,
-        prompt=prompt, architecture=old.architecture, training=training,
+        model,
+        chars=old.chars,
+        seq_length=old.seq_length,
+        out_dir=model_dir if out_dir is None else Path(out_dir),
+        windows=windows,
+        prompt=prompt,
+        architecture=old.architecture,
+        training=training,
         force=force or same_dir,
     )

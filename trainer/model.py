@@ -11,7 +11,11 @@ OUTPUT_NAME = "probs"
 
 
 def build_model(
-    vocab_size: int, seq_length: int, *, units: int = 50, cell: str = "simple",
+    vocab_size: int,
+    seq_length: int,
+    *,
+    units: int = 50,
+    cell: str = "simple",
     activation: str = "relu",
 ) -> keras.Model:
     """The notebook's model, as a functional model (tf2onnx cannot convert a Sequential).

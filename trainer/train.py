@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -66,18 +65,35 @@ def train(config: TrainConfig) -> ModelSpec:
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
     seed_everything(seed)
     model = build_model(
-        len(corpus.chars), config.seq_length, units=config.units, cell=config.cell,
+        len(corpus.chars),
+        config.seq_length,
+        units=config.units,
+        cell=config.cell,
         activation=config.resolved_activation(),
     )
     # Sparse labels: the notebook's categorical cross-entropy without one-hot label arrays.
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-        loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    log.info(
+        "training %s x%d on %d windows of %d characters (%d distinct), seed %d",
+        config.cell,
+        config.units,
+        len(y),
+        config.seq_length,
+        len(corpus.chars),
+        seed,
     )
     started = time.perf_counter()
     history = model.fit(
-        tf.constant(x), tf.constant(y), epochs=config.epochs, batch_size=config.batch_size,
-        shuffle=True, verbose=config.verbose,
+        tf.constant(x),
+        tf.constant(y),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        shuffle=True,
+        verbose=config.verbose,
     ).history
     seconds = time.perf_counter() - started
     loss = float(history["loss"][-1])
@@ -97,13 +113,21 @@ def train(config: TrainConfig) -> ModelSpec:
         "command": command_line(config, seed),
     }
     architecture = {
-        "cell": config.cell, "layers": 1, "units": config.units,
+        "cell": config.cell,
+        "layers": 1,
+        "units": config.units,
         "activation": config.resolved_activation(),
     }
     return export(
-        model, chars=corpus.chars, seq_length=config.seq_length, out_dir=config.out_dir,
-        windows=x, prompt=corpus.sample_prompt(config.seq_length), architecture=architecture,
-        training=training, force=config.force,
+        model,
+        chars=corpus.chars,
+        seq_length=config.seq_length,
+        out_dir=config.out_dir,
+        windows=x,
+        prompt=corpus.sample_prompt(config.seq_length),
+        architecture=architecture,
+        training=training,
+        force=config.force,
     )
 
 
@@ -120,4 +144,3 @@ def command_line(config: TrainConfig, seed: int) -> str:
             parts.append(f"--{key.replace('_', '-')} {value}")
     parts += [f"--seed {seed}", f"--out {config.out_dir}"]
     return " ".join(parts)
-

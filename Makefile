@@ -1,0 +1,32 @@
+# Two entry points a fresh machine (Python 3.11+, pip, make) needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench default-model clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Runtime only (onnxruntime, NumPy, click): a real, non-editable install, then the default model.
+demo: $(BIN)/python
+	$(BIN)/python -m pip install --quiet .
+	$(BIN)/textgen generate "This is Z"
+
+# Everything (trainer, TensorFlow, test tools), then lint and the whole suite.
+test: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[train,test]'
+	$(BIN)/ruff check runtime trainer tests benchmarks
+	$(BIN)/ruff format --check runtime trainer tests benchmarks
+	$(BIN)/python -m pytest
+
+bench: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[train,test]'
+	$(BIN)/python benchmarks/bench_generate.py
+
+# Retrains the shipped model exactly as artifacts/default/MODEL_CARD.md says.
+default-model: $(BIN)/python
+	$(BIN)/textgen-train train --seed 0 --out artifacts/default --force --quiet
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
