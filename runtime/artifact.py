@@ -32,6 +32,9 @@ MAX_SEQ_LENGTH = 100_000
 
 INPUT_DTYPES = frozenset({"int32", "int64"})
 OUTPUT_DTYPES = frozenset({"float32"})
+NEXT_DTYPES = frozenset({"int64"})
+# The graph's greedy choice (argmax of the probabilities), read by the runtime's hot loop.
+NEXT_NAME = "next"
 MODES = frozenset({"window"})
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -60,6 +63,7 @@ class ModelSpec:
     seq_length: int
     input: TensorSpec
     output: TensorSpec
+    next: TensorSpec
     model_sha256: str
     mode: str = "window"
     architecture: dict[str, Any] = field(default_factory=dict)
@@ -81,7 +85,11 @@ class ModelSpec:
             "mode": self.mode,
             "chars": list(self.chars),
             "seq_length": self.seq_length,
-            "graph": {"input": self.input.to_dict(), "output": self.output.to_dict()},
+            "graph": {
+                "input": self.input.to_dict(),
+                "output": self.output.to_dict(),
+                "next": self.next.to_dict(),
+            },
             "model_sha256": self.model_sha256,
             "architecture": dict(self.architecture),
             "training": dict(self.training),
@@ -140,7 +148,8 @@ class ModelSpec:
         v.check(isinstance(graph, dict), "graph is missing or not an object")
         inp = _tensor(v, graph.get("input"), "graph.input", INPUT_DTYPES)
         out = _tensor(v, graph.get("output"), "graph.output", OUTPUT_DTYPES)
-        v.check(inp.name != out.name, "graph.input and graph.output have the same name")
+        nxt = _tensor(v, graph.get("next"), "graph.next", NEXT_DTYPES)
+        v.check(len({inp.name, out.name, nxt.name}) == 3, "two graph tensors have the same name")
 
         sha = doc.get("model_sha256")
         v.check(
@@ -157,6 +166,7 @@ class ModelSpec:
             seq_length=seq_length,
             input=inp,
             output=out,
+            next=nxt,
             model_sha256=sha,
             mode=mode,
             architecture=architecture,

@@ -80,7 +80,8 @@ def model_card(gen: Generator) -> str:
         f"{arch.get('units', '?')} units, activation {arch.get('activation', '?')}",
         f"vocabulary:  {s.vocab_size} characters: {''.join(s.chars)!r}",
         f"graph:       {s.input.name} {s.input.dtype}{list(s.input.shape)} -> "
-        f"{s.output.name} {s.output.dtype}{list(s.output.shape)}",
+        f"{s.output.name} {s.output.dtype}{list(s.output.shape)}, "
+        f"{s.next.name} {s.next.dtype}{list(s.next.shape)}",
     ]
     for name in (MODEL_FILE, VOCAB_FILE):
         lines.append(f"{name + ':':<13}{(gen.model_dir / name).stat().st_size:,} bytes")

@@ -17,6 +17,7 @@ def good() -> dict[str, Any]:
         seq_length=2,
         input=TensorSpec("char_ids", "int32", (None, 2)),
         output=TensorSpec("probs", "float32", (None, 3)),
+        next=TensorSpec("next", "int64", (None,)),
         model_sha256="0" * 64,
         architecture={"cell": "simple"},
         training={"seed": 1},
@@ -81,6 +82,8 @@ def test_malformed_field_is_refused(change: dict[str, Any], message: str) -> Non
         ("input", {"name": ""}, "graph.input.name"),
         ("input", {"shape": [None, -1]}, "graph.input.shape"),
         ("output", {"name": "char_ids"}, "same name"),
+        ("next", {"name": "probs"}, "same name"),
+        ("next", {"dtype": "float32"}, "graph.next.dtype"),
     ],
 )
 def test_malformed_tensor_is_refused(where: str, change: dict[str, Any], message: str) -> None:

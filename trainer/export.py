@@ -15,19 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from runtime.artifact import MODEL_FILE, VOCAB_FILE, ModelSpec, TensorSpec
+from runtime.artifact import MODEL_FILE, NEXT_NAME, VOCAB_FILE, ModelSpec, TensorSpec
 from runtime.generator import Generator
 
 from .errors import ExportError, OutputDirError
 from .model import INPUT_NAME, OUTPUT_NAME
+from .onnx_graph import OPSET, build
 
 log = logging.getLogger(__name__)
 
 KERAS_FILE = "model.keras"
 ARTIFACT_FILES = (KERAS_FILE, MODEL_FILE, VOCAB_FILE)
-# Opset 17 / IR 8 load in every onnxruntime from 1.14 on; newer opsets buy nothing for an RNN.
-OPSET = 17
-IR_VERSION = 8
 PARITY_ATOL = 1e-5
 GREEDY_CHECK_LENGTH = 100
 MAX_PARITY_WINDOWS = 4096
@@ -51,26 +49,6 @@ def prepare_out_dir(out_dir: Path, *, force: bool) -> None:
             f"{out_dir} already holds a model ({', '.join(existing)}); "
             "pass --force to replace it or choose another --out"
         )
-
-
-def to_onnx(model: Any, seq_length: int) -> bytes:
-    """Convert through tf2onnx.from_function (from_keras fails on some Keras 3 models)."""
-    import tensorflow as tf
-    import tf2onnx
-
-    spec = (tf.TensorSpec([None, seq_length], tf.int32, name=INPUT_NAME),)
-
-    @tf.function(input_signature=spec)
-    def forward(char_ids: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {OUTPUT_NAME: model(char_ids, training=False)}
-
-    proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=OPSET)
-    proto.ir_version = IR_VERSION
-    # tf2onnx names the batch dimension unk__N; a stable name reads better in `textgen info`.
-    for value in list(proto.graph.input) + list(proto.graph.output):
-        value.type.tensor_type.shape.dim[0].dim_param = "batch"
-    proto.doc_string = "rnn-textgen character model"
-    return proto.SerializeToString()
 
 
 def keras_greedy(model: Any, ids: np.ndarray, seq_length: int, length: int) -> list[int]:
@@ -102,7 +80,7 @@ def verify(
             "nothing was published; please report this with the model's settings"
         )
     gen = Generator(spec=spec, session=session, model_dir=Path("."))
-    onnx_text = "".join(gen.stream(prompt, GREEDY_CHECK_LENGTH))
+    onnx_text = gen.generate(prompt, GREEDY_CHECK_LENGTH)[len(prompt) :]
     keras_ids = keras_greedy(model, gen.encode(prompt), spec.seq_length, GREEDY_CHECK_LENGTH)
     keras_text = "".join(spec.chars[i] for i in keras_ids)
     if onnx_text != keras_text:
@@ -155,31 +133,27 @@ def export(
     renamed last: it is the commit point of the new model.
     """
     import tensorflow as tf
-    import tf2onnx
 
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, force=force)
-    onnx_bytes = to_onnx(model, seq_length)
+    onnx_bytes, how = build(model, seq_length, len(chars))
     spec = ModelSpec(
         chars=chars,
         seq_length=seq_length,
         input=TensorSpec(INPUT_NAME, "int32", (None, seq_length)),
         output=TensorSpec(OUTPUT_NAME, "float32", (None, len(chars))),
+        next=TensorSpec(NEXT_NAME, "int64", (None,)),
         model_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
         architecture=architecture,
         training={**training, "sample_prompt": prompt},
     )
     checks = verify(model, onnx_bytes, spec, windows, prompt)
-    spec = replace(
-        spec,
-        training={
-            **spec.training,
-            **checks,
-            "opset": OPSET,
-            "tensorflow": tf.__version__,
-            "tf2onnx": tf2onnx.__version__,
-        },
-    )
+    facts = {**checks, "opset": OPSET, "graph_builder": how, "tensorflow": tf.__version__}
+    if how == "tf2onnx":
+        import tf2onnx
+
+        facts["tf2onnx"] = tf2onnx.__version__
+    spec = replace(spec, training={**spec.training, **facts})
 
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
     try:
