@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -26,6 +27,15 @@ def main() -> None:
     """Generate text with a character-level RNN exported by textgen-train."""
 
 
+THREADS_OPTION = click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="onnxruntime intra-op threads (1 is fastest for small models).",
+)
+
+
 @main.command()
 @click.argument("prompt", required=False)
 @MODEL_OPTION
@@ -37,13 +47,35 @@ def main() -> None:
     show_default=True,
     help="Number of characters to generate.",
 )
-def generate(prompt: str | None, model_dir: Path | None, length: int) -> None:
+@click.option(
+    "--prompts-file",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="Generate for every line of FILE ('-' = stdin) in one batch; "
+    "prints one completion per line.",
+)
+@THREADS_OPTION
+def generate(
+    prompt: str | None,
+    model_dir: Path | None,
+    length: int,
+    prompts_file: TextIO | None,
+    threads: int,
+) -> None:
     """Print PROMPT followed by LENGTH greedily generated characters, as they are produced.
 
     Without PROMPT, the model's sample prompt (the start of its training corpus) is used.
     """
+    if prompt is not None and prompts_file is not None:
+        raise click.UsageError("give either PROMPT or --prompts-file, not both")
     try:
-        gen = Generator.load(model_dir)
+        if prompts_file is not None:
+            prompts = _read_prompts(prompts_file)
+        gen = Generator.load(model_dir, threads=threads)
+        if prompts_file is not None:
+            for text in gen.generate_batch(prompts, length):
+                click.echo(text)
+            return
         if prompt is None:
             prompt = gen.spec.training.get("sample_prompt", "")
         chars = gen.stream(prompt, length)
@@ -56,6 +88,39 @@ def generate(prompt: str | None, model_dir: Path | None, length: int) -> None:
         out.write("\n")
     except TextgenError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _read_prompts(fh: TextIO) -> list[str]:
+    try:
+        prompts = fh.read().splitlines()
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(
+            f"{fh.name} is not UTF-8 (bad byte at offset {exc.start}); convert it first"
+        ) from None
+    if not prompts:
+        raise click.ClickException(f"{fh.name} holds no prompts; write one prompt per line")
+    return prompts
+
+
+@main.command()
+@MODEL_OPTION
+@THREADS_OPTION
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 4096),
+    default=64,
+    show_default=True,
+    help="Prompts per batch for the batched figure.",
+)
+def bench(model_dir: Path | None, threads: int, batch: int) -> None:
+    """Measure this machine: per-character latency, throughput, cold start, peak RSS."""
+    from . import bench as bench_mod
+
+    try:
+        result = bench_mod.run(model_dir, threads=threads, batch=batch)
+    except TextgenError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("\n".join(result.lines()))
 
 
 @main.command()

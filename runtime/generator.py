@@ -156,8 +156,7 @@ class Generator:
     def generate(self, prompt: str, length: int) -> str:
         """Return `prompt` followed by `length` greedily generated characters."""
         _check_length(length)
-        out = self._generate_ids(self.encode(prompt)[None, -self.spec.seq_length :], length)
-        return prompt + "".join(self._char_table[out[:, 0]])
+        return prompt + "".join(self._stream(self.encode(prompt), length))
 
     def generate_batch(self, prompts: Sequence[str], length: int) -> list[str]:
         """`generate` for many prompts at once: one onnxruntime Run per step for all of them."""

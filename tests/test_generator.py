@@ -135,3 +135,62 @@ def test_model_from_another_export(model_copy, tiny_model) -> None:
     (model_copy / MODEL_FILE).write_bytes((tiny_model / MODEL_FILE).read_bytes())
     with pytest.raises(ArtifactError, match="sha256"):
         Generator.load(model_copy)
+
+
+# --- batches, threads, settings -----------------------------------------------------------
+
+
+def test_batch_matches_one_by_one(gen: Generator) -> None:
+    prompts = ["This is Z", "Thi", "software ", "ZZZZZZ", "a school", "This is Z"]
+    assert gen.generate_batch(prompts, 40) == [gen.generate(p, 40) for p in prompts]
+
+
+def test_batch_of_one_and_long_batches(gen: Generator) -> None:
+    assert gen.generate_batch(["This is Z"], 5) == [gen.generate("This is Z", 5)]
+    many = ["This is Z", "software "] * 100
+    out = gen.generate_batch(many, 8)
+    assert len(out) == 200 and out[0] == gen.generate("This is Z", 8)
+
+
+@pytest.mark.parametrize("prompts", [[], "This is Z"])
+def test_batch_needs_a_list_of_prompts(gen: Generator, prompts) -> None:
+    with pytest.raises(GenerationSettingsError, match="prompts must be a list"):
+        gen.generate_batch(prompts, 5)
+
+
+def test_batch_names_the_bad_prompt(gen: Generator) -> None:
+    with pytest.raises(PromptError, match="prompt 2 of 3: .*'!'"):
+        gen.generate_batch(["This is Z", "Hi!", "This is Z"], 5)
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_thread_count_does_not_change_output(threads: int) -> None:
+    assert Generator.load(threads=threads).generate("This is Z", 80) == Generator.load().generate(
+        "This is Z", 80
+    )
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True])
+def test_bad_thread_count(threads) -> None:
+    with pytest.raises(GenerationSettingsError, match="threads"):
+        Generator.load(threads=threads)
+
+
+def test_memory_arena_choice_does_not_change_output() -> None:
+    on = Generator.load(memory_arena=True)
+    assert on.generate("This is Z", 50) == Generator.load().generate("This is Z", 50)
+
+
+def test_session_is_configured_for_small_devices(gen: Generator) -> None:
+    from runtime.generator import session_options
+
+    opts = session_options()
+    assert opts.intra_op_num_threads == 1 and opts.enable_cpu_mem_arena is False
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_graph_is_shaped_for_inference(gen: Generator) -> None:
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(gen.model_dir / "model.onnx").graph.node]
+    assert "Loop" not in ops and "RNN" in ops and ops[-1] == "ArgMax"

@@ -109,3 +109,63 @@ def test_damaged_model_is_one_line(model_copy, damage, fragments: list[str]) -> 
     damage(model_copy)
     for command in ("generate", "info"):
         assert_one_line_error(run(command, "--model", str(model_copy)), *fragments)
+
+
+def test_prompts_file_runs_a_batch(tmp_path) -> None:
+    f = tmp_path / "prompts.txt"
+    f.write_text("This is Z\nsoftware\nThe a\n", encoding="utf-8")
+    result = run("generate", "--prompts-file", str(f), "-n", "20")
+    assert result.exit_code == 0, result.output
+    expected = Generator.load().generate_batch(["This is Z", "software", "The a"], 20)
+    assert result.output.splitlines() == expected
+
+
+def test_prompts_from_stdin() -> None:
+    result = CliRunner().invoke(
+        main, ["generate", "--prompts-file", "-", "-n", "5"], input="This is Z\n"
+    )
+    assert (
+        result.exit_code == 0 and result.output == Generator.load().generate("This is Z", 5) + "\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"", "no prompts"),
+        (b"This is Z\n\xff\n", "not UTF-8"),
+        (b"This is Z\nok!\n", "prompt 2 of 2"),
+    ],
+)
+def test_bad_prompts_file(tmp_path, content: bytes, fragment: str) -> None:
+    f = tmp_path / "p.txt"
+    f.write_bytes(content)
+    assert_one_line_error(run("generate", "--prompts-file", str(f)), fragment)
+
+
+def test_prompt_and_prompts_file_together(tmp_path) -> None:
+    f = tmp_path / "p.txt"
+    f.write_text("This is Z\n")
+    result = run("generate", "This is Z", "--prompts-file", str(f))
+    assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_missing_prompts_file() -> None:
+    assert_one_line_error(run("generate", "--prompts-file", "/no/such/file"), "/no/such/file")
+
+
+def test_threads_option() -> None:
+    result = run("generate", "This is Z", "-n", "30", "--threads", "2")
+    assert (
+        result.exit_code == 0 and result.output == Generator.load().generate("This is Z", 30) + "\n"
+    )
+    assert_one_line_error(run("generate", "This is Z", "--threads", "0"), "--threads")
+
+
+def test_bench_prints_every_figure() -> None:
+    result = run("bench", "--batch", "8")
+    assert result.exit_code == 0, result.output
+    for label in ("p50", "p99", "characters/s", "batch of 8", "cold start", "peak RSS"):
+        assert label in result.output
+    rss = float(result.output.split("peak RSS:")[1].split("MB")[0])
+    assert 10 < rss < 2000  # a real measurement of a real process, in MB

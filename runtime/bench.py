@@ -1,0 +1,103 @@
+"""Measurements behind `textgen bench`: latency, throughput, cold start and peak memory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .generator import Generator
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Figures for one model on this machine (times in microseconds unless named)."""
+
+    p50_us: float
+    p99_us: float
+    chars_per_s: float
+    batch: int
+    batch_chars_per_s: float
+    cold_start_s: float
+    import_onnxruntime_s: float
+    peak_rss_mb: float
+
+    def lines(self) -> list[str]:
+        return [
+            f"per character (1 stream):  p50 {self.p50_us:.2f} µs, p99 {self.p99_us:.2f} µs",
+            f"single stream:             {self.chars_per_s:,.0f} characters/s",
+            f"batch of {self.batch:<4}             {self.batch_chars_per_s:,.0f} characters/s "
+            f"({1e6 / self.batch_chars_per_s:.3f} µs per character)",
+            f"cold start:                {self.cold_start_s * 1000:.0f} ms to 50 characters "
+            f"(python -c 'import onnxruntime': {self.import_onnxruntime_s * 1000:.0f} ms)",
+            f"peak RSS:                  {self.peak_rss_mb:.1f} MB (textgen generate)",
+        ]
+
+
+def _child(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process, from its own rusage."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-300:]}")
+    proc.stderr.close()
+    return elapsed, usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def run(
+    model_dir: Path | None = None,
+    *,
+    chars: int = 2000,
+    batch: int = 64,
+    repeats: int = 5,
+    threads: int = 1,
+) -> BenchResult:
+    """Measure `model_dir` (None = the default model); medians over `repeats` runs."""
+    gen = Generator.load(model_dir, threads=threads)
+    prompt = gen.spec.training.get("sample_prompt") or gen.spec.chars[0] * gen.spec.seq_length
+    gen.generate(prompt, 100)  # warm-up: first Runs allocate
+
+    per_char = []
+    for _ in range(repeats):
+        stream = gen.stream(prompt, chars)
+        clock = time.perf_counter_ns
+        last = clock()
+        for _ in stream:
+            now = clock()
+            per_char.append(now - last)
+            last = now
+    single = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        gen.generate(prompt, chars)
+        single.append(time.perf_counter() - start)
+    prompts = [prompt] * batch
+    batched = []
+    n = max(1, chars // 4)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        gen.generate_batch(prompts, n)
+        batched.append(time.perf_counter() - start)
+
+    model_arg = ["--model", str(gen.model_dir)]
+    cmd = [sys.executable, "-m", "runtime.cli", "generate", prompt, "-n", "50", *model_arg]
+    cold = [_child(cmd) for _ in range(repeats)]
+    bare = [_child([sys.executable, "-c", "import onnxruntime"])[0] for _ in range(repeats)]
+    return BenchResult(
+        p50_us=float(np.percentile(per_char, 50)) / 1e3,
+        p99_us=float(np.percentile(per_char, 99)) / 1e3,
+        chars_per_s=chars / float(np.median(single)),
+        batch=batch,
+        batch_chars_per_s=batch * n / float(np.median(batched)),
+        cold_start_s=float(np.median([c[0] for c in cold])),
+        import_onnxruntime_s=float(np.median(bare)),
+        peak_rss_mb=max(c[1] for c in cold),
+    )
