@@ -15,14 +15,15 @@ demo: $(BIN)/python
 
 # Everything (trainer, TensorFlow, test tools), then lint and the whole suite.
 test: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[train,test]'
+	$(BIN)/python -m pip install --quiet -e '.[train,test,bench]'
 	$(BIN)/ruff check runtime trainer tests benchmarks
 	$(BIN)/ruff format --check runtime trainer tests benchmarks
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[train,test]'
+	$(BIN)/python -m pip install --quiet -e '.[train,test,bench]'
 	$(BIN)/python benchmarks/bench_generate.py
+	$(BIN)/python benchmarks/bench_footprint.py
 
 # Retrains the shipped model exactly as artifacts/default/MODEL_CARD.md says.
 default-model: $(BIN)/python

@@ -47,9 +47,10 @@ def machine() -> str:
     )
 
 
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section `name` of BENCHMARKS.md, leaving the others alone."""
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else HEADER
+def write_section(name: str, body: str, path: Path | None = None) -> None:
+    """Replace (or append) the section `name` of BENCHMARKS.md (or `path`), keeping the others."""
+    path = path or BENCHMARKS_MD
+    text = path.read_text() if path.exists() else HEADER
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     block = f"<!-- bench:{name} -->\n{body.rstrip()}\n\n_Run {stamp}._\n<!-- /bench:{name} -->"
     pattern = re.compile(
@@ -60,4 +61,4 @@ def write_section(name: str, body: str) -> None:
         if pattern.search(text)
         else (text.rstrip() + "\n\n" + block + "\n")
     )
-    BENCHMARKS_MD.write_text(text if text.endswith("\n") else text + "\n")
+    path.write_text(text if text.endswith("\n") else text + "\n")
