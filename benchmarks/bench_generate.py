@@ -148,10 +148,11 @@ def main() -> None:
     ap.add_argument("--output", type=Path, default=None, help="write here, not BENCHMARKS.md")
     args = ap.parse_args()
 
+    from importlib.metadata import version
+
     import keras
     import onnxruntime as ort
     import tensorflow as tf
-    from importlib.metadata import version
 
     litert_version = version("ai-edge-litert")
 
