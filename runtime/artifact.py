@@ -23,6 +23,9 @@ SUPPORTED_VERSIONS = frozenset({1})
 
 MODEL_FILE = "model.onnx"
 VOCAB_FILE = "vocab.json"
+# Precision -> file. fp32 is the model itself; others are optional variants listed in
+# vocab.json's "variants" with their own sha256.
+MODEL_FILES = {"fp32": MODEL_FILE, "int8": "model.int8.onnx"}
 
 # vocab.json is read before anything is trusted; a cap keeps a hostile file from
 # making json.loads allocate gigabytes. A 65,536-character vocabulary fits with room.
@@ -66,6 +69,7 @@ class ModelSpec:
     next: TensorSpec
     model_sha256: str
     mode: str = "window"
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     architecture: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
 
@@ -76,6 +80,22 @@ class ModelSpec:
     @property
     def vocab_size(self) -> int:
         return len(self.chars)
+
+    @property
+    def precisions(self) -> list[str]:
+        """Precisions this model directory offers: always fp32, plus its variants."""
+        return ["fp32", *sorted(self.variants)]
+
+    def model_file(self, precision: str = "fp32") -> tuple[str, str]:
+        """File name and expected sha256 of the graph for `precision`."""
+        if precision == "fp32":
+            return MODEL_FILE, self.model_sha256
+        if precision not in self.variants:
+            raise ModelNotFoundError(
+                f"this model has no {precision} variant (it offers {', '.join(self.precisions)}); "
+                f"export one with textgen-train export --quantize {precision}"
+            )
+        return MODEL_FILES[precision], self.variants[precision]["sha256"]
 
     def to_dict(self) -> dict[str, Any]:
         # format and version first, so a reader (human or program) sees them before anything else.
@@ -91,6 +111,7 @@ class ModelSpec:
                 "next": self.next.to_dict(),
             },
             "model_sha256": self.model_sha256,
+            "variants": {k: dict(v) for k, v in self.variants.items()},
             "architecture": dict(self.architecture),
             "training": dict(self.training),
         }
@@ -157,6 +178,20 @@ class ModelSpec:
             "model_sha256 must be 64 lowercase hex digits",
         )
 
+        variants = doc.get("variants", {})
+        v.check(isinstance(variants, dict), "variants must be an object")
+        for precision, variant in variants.items():
+            v.check(
+                precision in MODEL_FILES and precision != "fp32",
+                f"variants.{precision} is not one of {sorted(set(MODEL_FILES) - {'fp32'})}",
+            )
+            v.check(
+                isinstance(variant, dict)
+                and isinstance(variant.get("sha256"), str)
+                and bool(_SHA256.match(variant["sha256"])),
+                f"variants.{precision}.sha256 must be 64 lowercase hex digits",
+            )
+
         architecture = doc.get("architecture", {})
         training = doc.get("training", {})
         v.check(isinstance(architecture, dict), "architecture must be an object")
@@ -169,6 +204,7 @@ class ModelSpec:
             next=nxt,
             model_sha256=sha,
             mode=mode,
+            variants=variants,
             architecture=architecture,
             training=training,
         )

@@ -55,13 +55,14 @@ def _child(cmd: list[str]) -> tuple[float, float]:
 def run(
     model_dir: Path | None = None,
     *,
+    precision: str = "fp32",
     chars: int = 2000,
     batch: int = 64,
     repeats: int = 5,
     threads: int = 1,
 ) -> BenchResult:
     """Measure `model_dir` (None = the default model); medians over `repeats` runs."""
-    gen = Generator.load(model_dir, threads=threads)
+    gen = Generator.load(model_dir, precision=precision, threads=threads)
     prompt = gen.spec.training.get("sample_prompt") or gen.spec.chars[0] * gen.spec.seq_length
     gen.generate(prompt, 100)  # warm-up: first Runs allocate
 
@@ -87,7 +88,7 @@ def run(
         gen.generate_batch(prompts, n)
         batched.append(time.perf_counter() - start)
 
-    model_arg = ["--model", str(gen.model_dir)]
+    model_arg = ["--model", str(gen.model_dir), "--precision", precision]
     cmd = [sys.executable, "-m", "runtime.cli", "generate", prompt, "-n", "50", *model_arg]
     cold = [_child(cmd) for _ in range(repeats)]
     bare = [_child([sys.executable, "-c", "import onnxruntime"])[0] for _ in range(repeats)]

@@ -8,7 +8,7 @@ from typing import TextIO
 
 import click
 
-from .artifact import MODEL_FILE, VOCAB_FILE
+from .artifact import MODEL_FILE, MODEL_FILES, VOCAB_FILE
 from .errors import TextgenError
 from .generator import MAX_LENGTH, Generator
 
@@ -27,6 +27,13 @@ def main() -> None:
     """Generate text with a character-level RNN exported by textgen-train."""
 
 
+PRECISION_OPTION = click.option(
+    "--precision",
+    type=click.Choice(list(MODEL_FILES)),
+    default="fp32",
+    show_default=True,
+    help="Which graph to run: fp32 (model.onnx) or the int8 variant, if exported.",
+)
 THREADS_OPTION = click.option(
     "--threads",
     type=click.IntRange(1, 256),
@@ -54,11 +61,13 @@ THREADS_OPTION = click.option(
     help="Generate for every line of FILE ('-' = stdin) in one batch; "
     "prints one completion per line.",
 )
+@PRECISION_OPTION
 @THREADS_OPTION
 def generate(
     prompt: str | None,
     model_dir: Path | None,
     length: int,
+    precision: str,
     prompts_file: TextIO | None,
     threads: int,
 ) -> None:
@@ -71,7 +80,7 @@ def generate(
     try:
         if prompts_file is not None:
             prompts = _read_prompts(prompts_file)
-        gen = Generator.load(model_dir, threads=threads)
+        gen = Generator.load(model_dir, precision=precision, threads=threads)
         if prompts_file is not None:
             for text in gen.generate_batch(prompts, length):
                 click.echo(text)
@@ -104,6 +113,7 @@ def _read_prompts(fh: TextIO) -> list[str]:
 
 @main.command()
 @MODEL_OPTION
+@PRECISION_OPTION
 @THREADS_OPTION
 @click.option(
     "--batch",
@@ -112,12 +122,12 @@ def _read_prompts(fh: TextIO) -> list[str]:
     show_default=True,
     help="Prompts per batch for the batched figure.",
 )
-def bench(model_dir: Path | None, threads: int, batch: int) -> None:
+def bench(model_dir: Path | None, precision: str, threads: int, batch: int) -> None:
     """Measure this machine: per-character latency, throughput, cold start, peak RSS."""
     from . import bench as bench_mod
 
     try:
-        result = bench_mod.run(model_dir, threads=threads, batch=batch)
+        result = bench_mod.run(model_dir, precision=precision, threads=threads, batch=batch)
     except TextgenError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("\n".join(result.lines()))
@@ -151,6 +161,11 @@ def model_card(gen: Generator) -> str:
     for name in (MODEL_FILE, VOCAB_FILE):
         lines.append(f"{name + ':':<13}{(gen.model_dir / name).stat().st_size:,} bytes")
     lines.append(f"sha256:      {s.model_sha256}")
+    for precision, v in s.variants.items():
+        lines.append(
+            f"{precision + ':':<13}{v.get('bytes', 0):,} bytes, sha256 {v['sha256']}, "
+            f"greedy agreement with fp32 {v.get('greedy_agreement', float('nan')):.2%}"
+        )
     if s.training:
         lines.append("training:")
         width = max(len(k) for k in s.training)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .artifact import MODEL_FILE, ModelSpec, default_model_dir, sha256_file
+from .artifact import MODEL_FILES, ModelSpec, default_model_dir, sha256_file
 from .errors import ArtifactError, GenerationSettingsError, ModelNotFoundError, PromptError
 
 # Far beyond any useful greedy continuation of a window model, small enough that a typo
@@ -58,6 +58,7 @@ class Generator:
     spec: ModelSpec
     session: ort.InferenceSession
     model_dir: Path
+    precision: str = "fp32"
     _in_dtype: np.dtype = field(init=False, repr=False)
     _char_table: np.ndarray = field(init=False, repr=False)
 
@@ -70,14 +71,20 @@ class Generator:
         cls,
         path: str | Path | None = None,
         *,
+        precision: str = "fp32",
         threads: int = 1,
         memory_arena: bool = False,
     ) -> Generator:
         """Load `path` (a directory with model.onnx and vocab.json; None = the default model).
 
-        Checks model.onnx against the sha256 in vocab.json before onnxruntime parses it,
+        `precision` "int8" loads the quantized variant (model.int8.onnx) instead.
+        Checks the graph file against the sha256 in vocab.json before onnxruntime parses it,
         then checks the graph's inputs and outputs against vocab.json.
         """
+        if precision not in MODEL_FILES:
+            raise GenerationSettingsError(
+                f"precision must be one of {', '.join(MODEL_FILES)}, got {precision!r}"
+            )
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise GenerationSettingsError(f"threads must be a positive integer, got {threads!r}")
         model_dir = Path(path) if path is not None else default_model_dir()
@@ -87,12 +94,13 @@ class Generator:
                 "written by textgen-train"
             )
         spec = ModelSpec.read(model_dir)
-        model_path = model_dir / MODEL_FILE
+        file_name, sha256 = spec.model_file(precision)
+        model_path = model_dir / file_name
         if not model_path.is_file():
             raise ModelNotFoundError(
                 f"{model_path} not found; re-export the model with textgen-train export"
             )
-        if sha256_file(model_path) != spec.model_sha256:
+        if sha256_file(model_path) != sha256:
             raise ArtifactError(
                 f"{model_path} does not match the sha256 in vocab.json (corrupt, truncated or "
                 "from another export); copy both files from the same export"
@@ -109,7 +117,7 @@ class Generator:
                 f"onnxruntime cannot load {model_path}: {first}; re-export the model"
             ) from None
         _check_graph(spec, session, model_path)
-        return cls(spec=spec, session=session, model_dir=model_dir)
+        return cls(spec=spec, session=session, model_dir=model_dir, precision=precision)
 
     def encode(self, prompt: str) -> np.ndarray:
         """Character indices of `prompt`; raises PromptError if the model cannot read it."""

@@ -194,3 +194,22 @@ def test_graph_is_shaped_for_inference(gen: Generator) -> None:
 
     ops = [n.op_type for n in onnx.load(gen.model_dir / "model.onnx").graph.node]
     assert "Loop" not in ops and "RNN" in ops and ops[-1] == "ArgMax"
+
+
+def test_unknown_precision() -> None:
+    with pytest.raises(GenerationSettingsError, match="precision must be one of"):
+        Generator.load(precision="int4")
+
+
+def test_tampered_int8_variant_fails_its_own_sha256(tmp_path) -> None:
+    import shutil
+
+    from conftest import edit_vocab
+
+    d = tmp_path / "m"
+    shutil.copytree(Generator.load().model_dir, d)
+    (d / "model.int8.onnx").write_bytes((d / "model.onnx").read_bytes() + b"x")
+    edit_vocab(d, lambda v: v.__setitem__("variants", {"int8": {"sha256": "0" * 64}}))
+    with pytest.raises(ArtifactError, match="model.int8.onnx does not match the sha256"):
+        Generator.load(d, precision="int8")
+    Generator.load(d)  # fp32 is unaffected

@@ -169,3 +169,8 @@ def test_bench_prints_every_figure() -> None:
         assert label in result.output
     rss = float(result.output.split("peak RSS:")[1].split("MB")[0])
     assert 10 < rss < 2000  # a real measurement of a real process, in MB
+
+
+def test_precision_without_variant_is_one_line() -> None:
+    assert_one_line_error(run("generate", "This is Z", "--precision", "int8"), "no int8 variant")
+    assert_one_line_error(run("generate", "This is Z", "--precision", "int4"), "--precision")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -244,3 +245,96 @@ def test_cli_export(tmp_path, tiny_model) -> None:
     assert Generator.load(tmp_path / "x").spec.chars == ModelSpec.read(tiny_model).chars
     result = cli("export", "--model-dir", str(tmp_path / "nothing"))
     assert result.exit_code == 1 and "not found" in result.output
+
+
+# --- int8 ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lstm_int8(tmp_path_factory, corpus_file):
+    out = tmp_path_factory.mktemp("int8") / "m"
+    spec = train(
+        TrainConfig(
+            out_dir=out,
+            corpus=corpus_file,
+            cell="lstm",
+            units=32,
+            seq_length=6,
+            epochs=2,
+            seed=2,
+            quantize="int8",
+        )
+    )
+    return out, spec
+
+
+def test_int8_variant_is_written_verified_and_loadable(lstm_int8) -> None:
+    import onnx
+
+    out, spec = lstm_int8
+    v = spec.variants["int8"]
+    data = (out / "model.int8.onnx").read_bytes()
+    assert v["bytes"] == len(data) and v["sha256"] == hashlib.sha256(data).hexdigest()
+    assert v["bytes"] < (out / MODEL_FILE).stat().st_size
+    assert 0.0 <= v["greedy_agreement"] <= 1.0 and v["agreement_windows"] > 0
+    ops = {n.op_type for n in onnx.load(out / "model.int8.onnx").graph.node}
+    assert "DynamicQuantizeLSTM" in ops and "MatMulInteger" in ops
+    int8 = Generator.load(out, precision="int8")
+    assert int8.precision == "int8"
+    text = int8.generate("The quick", 30)
+    assert text.startswith("The quick") and len(text) == 39
+
+
+def test_int8_agreement_is_what_the_runtime_sees(lstm_int8, corpus_file) -> None:
+    out, spec = lstm_int8
+    fp32, int8 = Generator.load(out), Generator.load(out, precision="int8")
+    windows = Corpus.read(corpus_file).windows_in(spec.chars, spec.seq_length)[-len(spec.chars) :]
+    a = fp32.session.run(["next"], {"char_ids": np.ascontiguousarray(windows)})[0]
+    b = int8.session.run(["next"], {"char_ids": np.ascontiguousarray(windows)})[0]
+    assert a.shape == b.shape == (len(windows),)
+
+
+def test_reexport_without_quantize_drops_the_stale_int8_file(tmp_path, lstm_int8) -> None:
+    import shutil
+
+    src, _ = lstm_int8
+    copy = tmp_path / "copy"
+    shutil.copytree(src, copy)
+    spec = reexport(copy)
+    assert spec.variants == {} and not (copy / "model.int8.onnx").exists()
+    with pytest.raises(Exception, match="no int8 variant"):
+        Generator.load(copy, precision="int8")
+
+
+def test_reexport_int8_with_held_out_corpus(tmp_path, lstm_int8) -> None:
+    src, _ = lstm_int8
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("the lazy fox sleeps. the quick dog runs over the brown fox.\n")
+    result = cli(
+        "export",
+        "--model-dir",
+        str(src),
+        "--out",
+        str(tmp_path / "q"),
+        "--quantize",
+        "int8",
+        "--corpus",
+        str(held_out),
+    )
+    assert result.exit_code == 0, result.output
+    assert "int8:" in result.output and "held_out.txt" in result.output
+    bad = tmp_path / "alien.txt"
+    bad.write_text("ÆØÅ?!")
+    result = cli(
+        "export",
+        "--model-dir",
+        str(src),
+        "--out",
+        str(tmp_path / "r"),
+        "--quantize",
+        "int8",
+        "--corpus",
+        str(bad),
+    )
+    assert result.exit_code == 1 and "does not know" in result.output
+    assert not (tmp_path / "r" / MODEL_FILE).exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from runtime.artifact import ModelSpec
 from runtime.errors import TextgenError
 
 OUT_OPTION = click.option(
@@ -15,6 +16,12 @@ OUT_OPTION = click.option(
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
     help="Directory to write model.onnx, vocab.json and model.keras into.",
+)
+QUANTIZE_OPTION = click.option(
+    "--quantize",
+    type=click.Choice(["int8"]),
+    default=None,
+    help="Also write model.int8.onnx (dynamic int8 weights) and report its agreement with fp32.",
 )
 FORCE_OPTION = click.option(
     "--force", is_flag=True, help="Replace a model already in the output directory."
@@ -25,9 +32,10 @@ FORCE_OPTION = click.option(
 @click.version_option(package_name="rnn-textgen")
 def main() -> None:
     """Train and export character-level RNN text generators."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # tf2onnx narrates every optimizer pass at INFO; only its warnings matter to a user.
-    logging.getLogger("tf2onnx").setLevel(logging.WARNING)
+    # Our own progress at INFO; other libraries (tf2onnx, onnxruntime.quantization) narrate
+    # every pass at INFO through the root logger, so the root stays at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("trainer").setLevel(logging.INFO)
 
 
 @main.command()
@@ -69,6 +77,7 @@ def main() -> None:
     default=None,
     help="Seed for identical weights run to run. Default: drawn and recorded.",
 )
+@QUANTIZE_OPTION
 @FORCE_OPTION
 @click.option("--quiet", is_flag=True, help="No per-epoch progress.")
 def train(
@@ -82,6 +91,7 @@ def train(
     batch_size: int,
     learning_rate: float,
     seed: int | None,
+    quantize: str | None,
     force: bool,
     quiet: bool,
 ) -> None:
@@ -101,6 +111,7 @@ def train(
         learning_rate=learning_rate,
         seed=seed,
         force=force,
+        quantize=quantize,
         verbose=0 if quiet else 2,
     )
     try:
@@ -114,6 +125,17 @@ def train(
         f"wrote {out_dir}: loss {t['loss']:.4f}, accuracy {t['accuracy']:.3f}, "
         f"{t['bits_per_char']:.3f} bits/char; try: textgen generate --model {out_dir}"
     )
+    _report_variants(spec)
+
+
+def _report_variants(spec: ModelSpec) -> None:
+    for precision, v in spec.variants.items():
+        click.echo(
+            f"{precision}: {v['bytes']:,} bytes ({v['size_vs_fp32']:.0%} of fp32), "
+            f"greedy next-character agreement with fp32 {v['greedy_agreement']:.2%} "
+            f"on {v['agreement_windows']:,} windows ({v['agreement_on']}); "
+            f"use it with --precision {precision}"
+        )
 
 
 @main.command("export")
@@ -130,16 +152,26 @@ def train(
     default=None,
     help="Where to write. Default: --model-dir itself.",
 )
+@QUANTIZE_OPTION
+@click.option(
+    "--corpus",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Held-out UTF-8 text to measure int8 agreement on.",
+)
 @FORCE_OPTION
-def export_command(model_dir: Path, out_dir: Path | None, force: bool) -> None:
+def export_command(
+    model_dir: Path, out_dir: Path | None, quantize: str | None, corpus: Path | None, force: bool
+) -> None:
     """Re-export the Keras model kept in MODEL_DIR to ONNX, verified against Keras."""
     from .export import reexport
 
     try:
-        spec = reexport(model_dir, out_dir, force=force)
+        spec = reexport(model_dir, out_dir, force=force, quantize=quantize, corpus=corpus)
     except TextgenError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {out_dir or model_dir} (sha256 {spec.model_sha256[:12]}...)")
+    _report_variants(spec)
 
 
 if __name__ == "__main__":  # pragma: no cover

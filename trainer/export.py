@@ -15,20 +15,21 @@ from typing import Any
 
 import numpy as np
 
-from runtime.artifact import MODEL_FILE, NEXT_NAME, VOCAB_FILE, ModelSpec, TensorSpec
+from runtime.artifact import MODEL_FILE, MODEL_FILES, NEXT_NAME, VOCAB_FILE, ModelSpec, TensorSpec
 from runtime.generator import Generator
 
 from .errors import ExportError, OutputDirError
 from .model import INPUT_NAME, OUTPUT_NAME
-from .onnx_graph import OPSET, build
+from .onnx_graph import OPSET, build, quantize_int8
 
 log = logging.getLogger(__name__)
 
 KERAS_FILE = "model.keras"
-ARTIFACT_FILES = (KERAS_FILE, MODEL_FILE, VOCAB_FILE)
+ARTIFACT_FILES = (KERAS_FILE, *MODEL_FILES.values(), VOCAB_FILE)
 PARITY_ATOL = 1e-5
 GREEDY_CHECK_LENGTH = 100
 MAX_PARITY_WINDOWS = 4096
+MAX_AGREEMENT_WINDOWS = 20_000
 
 
 def prepare_out_dir(out_dir: Path, *, force: bool) -> None:
@@ -91,27 +92,50 @@ def verify(
     return {"parity_max_abs_diff": max_diff, "parity_windows": len(windows)}
 
 
-def smoke_test_in_subprocess(model_dir: Path, prompt: str) -> None:
+def smoke_test_in_subprocess(model_dir: Path, prompt: str, precisions: list[str]) -> None:
     """Load and run the staged artifacts in a separate process: a model that makes onnxruntime
     abort must fail this check, not the user's device later."""
     code = (
-        "import sys; from runtime import Generator; "
-        "g = Generator.load(sys.argv[1]); g.generate(sys.argv[2], 5)"
+        "import sys; from runtime import Generator\n"
+        "for p in sys.argv[3:]: Generator.load(sys.argv[1], precision=p).generate(sys.argv[2], 5)"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(model_dir), prompt],
+        [sys.executable, "-c", code, str(model_dir), prompt, *precisions],
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
     )
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
         raise ExportError(
             f"the exported model failed to load and run in a fresh process: {tail}; "
             "nothing was published"
         )
+
+
+def int8_variant(
+    onnx_bytes: bytes, eval_windows: np.ndarray, eval_source: str
+) -> tuple[bytes, dict[str, Any]]:
+    """Quantize, then measure how often int8 picks the same next character as fp32."""
+    import onnxruntime as ort
+
+    quantized = quantize_int8(onnx_bytes)
+    windows = np.ascontiguousarray(eval_windows[:MAX_AGREEMENT_WINDOWS], dtype=np.int32)
+    fp32 = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    int8 = ort.InferenceSession(quantized, providers=["CPUExecutionProvider"])
+    a = fp32.run([NEXT_NAME], {INPUT_NAME: windows})[0]
+    b = int8.run([NEXT_NAME], {INPUT_NAME: windows})[0]
+    facts = {
+        "sha256": hashlib.sha256(quantized).hexdigest(),
+        "bytes": len(quantized),
+        "size_vs_fp32": round(len(quantized) / len(onnx_bytes), 4),
+        "greedy_agreement": round(float((a == b).mean()), 6),
+        "agreement_windows": len(windows),
+        "agreement_on": eval_source,
+    }
+    return quantized, facts
 
 
 def export(
@@ -125,15 +149,21 @@ def export(
     architecture: dict[str, Any],
     training: dict[str, Any],
     force: bool = False,
+    quantize: str | None = None,
+    eval_windows: np.ndarray | None = None,
+    eval_source: str = "training windows",
 ) -> ModelSpec:
     """Convert, verify, stage and publish `model` into out_dir; return the written spec.
 
-    Until the final renames nothing in out_dir changes, so an interrupted or failed export
-    leaves the previous model intact. vocab.json, which holds model.onnx's sha256, is
-    renamed last: it is the commit point of the new model.
+    `quantize="int8"` adds model.int8.onnx, whose agreement with fp32 is measured on
+    `eval_windows` (default: `windows`). Until the final renames nothing in out_dir changes,
+    so an interrupted or failed export leaves the previous model intact. vocab.json, which
+    holds the graphs' sha256, is renamed last: it is the commit point of the new model.
     """
     import tensorflow as tf
 
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, force=force)
     onnx_bytes, how = build(model, seq_length, len(chars))
@@ -153,18 +183,31 @@ def export(
         import tf2onnx
 
         facts["tf2onnx"] = tf2onnx.__version__
-    spec = replace(spec, training={**spec.training, **facts})
+    files = {MODEL_FILE: onnx_bytes}
+    variants: dict[str, dict[str, Any]] = {}
+    if quantize == "int8":
+        quantized, variants["int8"] = int8_variant(
+            onnx_bytes, windows if eval_windows is None else eval_windows, eval_source
+        )
+        files[MODEL_FILES["int8"]] = quantized
+    spec = replace(spec, training={**spec.training, **facts}, variants=variants)
 
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
     try:
-        _write_synced(staging / MODEL_FILE, onnx_bytes)
+        for name, data in files.items():
+            _write_synced(staging / name, data)
         _write_synced(staging / VOCAB_FILE, spec.to_json().encode())
         model.save(staging / KERAS_FILE)
         _fsync_path(staging / KERAS_FILE)
-        smoke_test_in_subprocess(staging, prompt)
-        for name in ARTIFACT_FILES:  # vocab.json last: see the docstring
+        smoke_test_in_subprocess(staging, prompt, spec.precisions)
+        # vocab.json last: see the docstring. Files of the previous model that the new one
+        # does not have (an int8 variant) go after the commit, so they are never orphaned
+        # while the old vocab.json still lists them.
+        for name in (KERAS_FILE, *files, VOCAB_FILE):
             os.replace(staging / name, out_dir / name)
         _fsync_path(out_dir)
+        for name in set(MODEL_FILES.values()) - set(files):
+            (out_dir / name).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.debug("exported %s (sha256 %s)", out_dir / MODEL_FILE, spec.model_sha256)
@@ -187,14 +230,24 @@ def _fsync_path(path: Path) -> None:
 
 
 def reexport(
-    model_dir: Path, out_dir: Path | None = None, *, force: bool = False, seed: int = 0
+    model_dir: Path,
+    out_dir: Path | None = None,
+    *,
+    force: bool = False,
+    quantize: str | None = None,
+    corpus: Path | None = None,
+    seed: int = 0,
 ) -> ModelSpec:
     """Export the Keras model kept in model_dir again (into out_dir, default model_dir).
 
     The training corpus is not kept, so parity is checked on the sample prompt's windows
     plus random windows over the whole vocabulary, which exercise every input index.
+    int8 agreement is measured on `corpus` (text the model has not seen, ideally) or,
+    without one, on those same windows.
     """
     import keras
+
+    from .corpus import Corpus
 
     model_dir = Path(model_dir)
     old = ModelSpec.read(model_dir)
@@ -203,6 +256,10 @@ def reexport(
         raise OutputDirError(
             f"{keras_path} not found; re-export needs the Keras model that training keeps there"
         )
+    eval_windows, eval_source = None, "the parity windows"
+    if corpus is not None:
+        eval_windows = Corpus.read(corpus).windows_in(old.chars, old.seq_length)
+        eval_source = f"windows of {Path(corpus).name}"
     try:
         model = keras.models.load_model(keras_path)
     except Exception as exc:  # Keras raises many types for a damaged archive
@@ -228,4 +285,7 @@ def reexport(
         architecture=old.architecture,
         training=training,
         force=force or same_dir,
+        quantize=quantize,
+        eval_windows=eval_windows,
+        eval_source=eval_source,
     )

@@ -187,3 +187,52 @@ def build(model: Any, seq_length: int, vocab_size: int) -> tuple[bytes, str]:
     except NotNativeError:
         proto, how = tf2onnx_graph(model, seq_length), "tf2onnx"
     return finish(proto).SerializeToString(), how
+
+
+def quantize_int8(onnx_bytes: bytes) -> bytes:
+    """Dynamic int8 quantization of an exported graph's weights (onnxruntime.quantization).
+
+    LSTM layers become DynamicQuantizeLSTM and the output layer MatMulInteger; SimpleRNN and
+    GRU layers have no integer kernel in onnxruntime and stay float. The one-hot lookup
+    stays float so that it stays exact. Weights are quantized per channel: measured on an
+    LSTM 256 it agreed with fp32 slightly more often than per-tensor, at 1% more size.
+    """
+    import logging
+    import tempfile
+    from pathlib import Path
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    proto = onnx.load_from_string(onnx_bytes)
+    nodes = list(proto.graph.node)
+    for i, node in enumerate(nodes):
+        if node.op_type == "Gemm":  # the quantizer handles MatMul, not Gemm
+            a, w, b = node.input
+            nodes[i : i + 1] = [
+                helper.make_node("MatMul", [a, w], ["dense_mm"], name="dense_matmul"),
+                helper.make_node("Add", ["dense_mm", b], list(node.output), name="dense_bias"),
+            ]
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    root = logging.getLogger()
+    level = root.level
+    # The quantizer logs to the root logger, advising a pre-processing pass meant for
+    # convolutional models; for these few nodes it changes nothing, so keep it quiet.
+    root.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "model.int8.onnx"
+            quantize_dynamic(
+                proto,
+                out,
+                op_types_to_quantize=["LSTM", "MatMul"],
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+            )
+            quantized = onnx.load(out)
+    finally:
+        root.setLevel(level)
+    quantized.ir_version = IR_VERSION
+    quantized.producer_name = "rnn-textgen"
+    onnx.checker.check_model(quantized)
+    return quantized.SerializeToString()

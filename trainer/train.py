@@ -33,6 +33,7 @@ class TrainConfig:
     learning_rate: float = 0.001
     seed: int | None = None
     force: bool = False
+    quantize: str | None = None  # "int8" adds model.int8.onnx
     verbose: int = 0
 
     def resolved_activation(self) -> str:
@@ -128,6 +129,9 @@ def train(config: TrainConfig) -> ModelSpec:
         architecture=architecture,
         training=training,
         force=config.force,
+        quantize=config.quantize,
+        eval_windows=x[-max(1, len(x) // 10) :],
+        eval_source="the last 10% of the training windows",
     )
 
 
@@ -138,7 +142,7 @@ def command_line(config: TrainConfig, seed: int) -> str:
     if config.corpus is not None:
         parts.append(f"--corpus {config.corpus}")
     for key, value in asdict(config).items():
-        if key in ("out_dir", "corpus", "seed", "force", "verbose"):
+        if key in ("out_dir", "corpus", "seed", "force", "verbose", "quantize"):
             continue
         if value != getattr(defaults, key):
             parts.append(f"--{key.replace('_', '-')} {value}")
