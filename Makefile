@@ -24,6 +24,8 @@ bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[train,test,bench]'
 	$(BIN)/python benchmarks/bench_generate.py
 	$(BIN)/python benchmarks/bench_footprint.py
+	$(BIN)/python benchmarks/bench_int8.py
+	$(BIN)/python benchmarks/check_compat.py
 
 # Retrains the shipped model exactly as artifacts/default/MODEL_CARD.md says.
 default-model: $(BIN)/python

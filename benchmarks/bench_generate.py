@@ -252,7 +252,7 @@ def main() -> None:
         f"{spec.vocab_size} characters), one thread everywhere. Every path below was checked "
         "to produce the runtime's greedy text character for character before it was timed.",
         "",
-        "| path | median µs per character | rnn-textgen is … faster |",
+        "| path | median µs per character | time ÷ rnn-textgen's (> 1: slower) |",
         "|---|---:|---:|",
     ]
     lines += [f"| {label} | {us[key]:,.2f} | {us[key] / ours:,.2f}× |" for label, key in rows]

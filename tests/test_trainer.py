@@ -324,7 +324,7 @@ def test_reexport_int8_with_held_out_corpus(tmp_path, lstm_int8) -> None:
     assert result.exit_code == 0, result.output
     assert "int8:" in result.output and "held_out.txt" in result.output
     bad = tmp_path / "alien.txt"
-    bad.write_text("ÆØÅ?!")
+    bad.write_text("ÆØÅ?! ÆØÅ?! ÆØÅ?!")
     result = cli(
         "export",
         "--model-dir",

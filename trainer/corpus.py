@@ -69,19 +69,25 @@ class Corpus:
         return x, y
 
     def windows_in(self, chars: tuple[str, ...], seq_length: int) -> np.ndarray:
-        """Windows of this text encoded with another model's vocabulary (for evaluation)."""
+        """Windows of this text encoded with another model's vocabulary (for evaluation).
+
+        Windows that hold a character the model does not know are skipped.
+        """
         index = {c: i for i, c in enumerate(chars)}
-        unknown = sorted(set(self.text) - set(index))
-        if unknown:
-            shown = ", ".join(repr(c) for c in unknown[:10])
-            raise CorpusError(
-                f"corpus {self.name} has characters the model does not know: {shown}; "
-                "evaluate on text from the same alphabet"
-            )
-        if len(self.text) < seq_length:
+        ids = np.fromiter(
+            (index.get(c, -1) for c in self.text), dtype=np.int32, count=len(self.text)
+        )
+        if len(ids) < seq_length:
             raise CorpusError(f"corpus {self.name} is shorter than one window ({seq_length})")
-        ids = np.fromiter((index[c] for c in self.text), dtype=np.int32, count=len(self.text))
-        return np.lib.stride_tricks.sliding_window_view(ids, seq_length)
+        windows = np.lib.stride_tricks.sliding_window_view(ids, seq_length)
+        known = windows[(windows >= 0).all(axis=1)]
+        if len(known) == 0:
+            unknown = sorted(set(self.text) - set(index))[:10]
+            raise CorpusError(
+                f"every window of corpus {self.name} has characters the model does not know "
+                f"({', '.join(map(repr, unknown))}); evaluate on text from the same alphabet"
+            )
+        return known
 
     def sample_prompt(self, seq_length: int) -> str:
         """Three windows' worth of the corpus start: the prompt used to check and demo a model."""

@@ -1,0 +1,100 @@
+"""int8 against fp32 on a model big enough for it to matter: size, held-out agreement, speed.
+
+Usage: python benchmarks/bench_int8.py [--chars 220000] [--units 256] [--seq-length 40]
+                                        [--epochs 1] [--output FILE]
+
+Trains an LSTM on the start of the King James Bible (benchmarks/corpora.py), holding out the
+last 10% of that text, exports fp32 + int8 with `textgen-train export --quantize int8
+--corpus HELD_OUT`, and times both precisions per character in this one run. Writes the
+"int8" section of BENCHMARKS.md (or --output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpora import kjv  # noqa: E402
+from report import machine, median_time, write_section  # noqa: E402
+
+import trainer  # noqa: E402,F401  (quiets TensorFlow's C++ logging before it loads)
+from runtime import Generator  # noqa: E402
+from trainer.export import reexport  # noqa: E402
+from trainer.train import TrainConfig, train  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chars", type=int, default=220_000)
+    ap.add_argument("--units", type=int, default=256)
+    ap.add_argument("--seq-length", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--output", type=Path, default=None)
+    args = ap.parse_args()
+
+    text = kjv().read_text(encoding="utf-8")[: args.chars]
+    split = int(len(text) * 0.9)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "train.txt").write_text(text[:split], encoding="utf-8")
+        (tmp / "held_out.txt").write_text(text[split:], encoding="utf-8")
+        out = tmp / "model"
+        train(
+            TrainConfig(
+                out_dir=out,
+                corpus=tmp / "train.txt",
+                cell="lstm",
+                units=args.units,
+                seq_length=args.seq_length,
+                epochs=args.epochs,
+                batch_size=128,
+                seed=0,
+            )
+        )
+        spec = reexport(out, quantize="int8", corpus=tmp / "held_out.txt")
+        v = spec.variants["int8"]
+        fp32_bytes = (out / "model.onnx").stat().st_size
+        gens = {p: Generator.load(out, precision=p) for p in ("fp32", "int8")}
+        prompt = spec.training["sample_prompt"]
+        n = 300
+        us = {
+            p: median_time(lambda g=g: g.generate(prompt, n), 7) / n * 1e6 for p, g in gens.items()
+        }
+        batch_us = {
+            p: median_time(lambda g=g: g.generate_batch([prompt] * 64, 50), 5) / (50 * 64) * 1e6
+            for p, g in gens.items()
+        }
+
+    ratio = v["bytes"] / fp32_bytes
+    agreement = v["greedy_agreement"]
+    lines = [
+        "## int8 vs fp32 (`benchmarks/bench_int8.py`)",
+        "",
+        f"LSTM {args.units} units, window {args.seq_length}, {spec.vocab_size} characters, "
+        f"trained {args.epochs} epoch(s) on the first {split:,} characters of the King James "
+        f"Bible (train loss {spec.training['loss']:.3f}); agreement measured on the "
+        f"{v['agreement_windows']:,} windows of the next {len(text) - split:,} characters, "
+        "which training never saw.",
+        "",
+        "| measure | fp32 | int8 | target |",
+        "|---|---:|---:|---|",
+        f"| model file | {fp32_bytes:,} B | {v['bytes']:,} B ({ratio:.1%}) | ≤ 40%: "
+        f"{'yes' if ratio <= 0.40 else '**no**'} |",
+        f"| greedy next-character agreement with fp32 (held out) | — | {agreement:.2%} | "
+        f"≥ 95%: {'yes' if agreement >= 0.95 else '**no**'} |",
+        f"| µs per character, 1 stream | {us['fp32']:,.1f} | {us['int8']:,.1f} | |",
+        f"| µs per character, batch of 64 (aggregate) | {batch_us['fp32']:,.2f} | "
+        f"{batch_us['int8']:,.2f} | |",
+        "",
+        f"Machine: {machine()}.",
+    ]
+    body = "\n".join(lines)
+    write_section("int8", body, path=args.output)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Exported models across onnxruntime releases: load, run, and give identical greedy text.
+
+Usage: python benchmarks/check_compat.py [--versions 1.16.3 1.32.0] [--output FILE]
+
+For each onnxruntime version, makes a fresh venv with that release (and NumPy < 2 for
+releases built against NumPy 1), installs this runtime into it without dependencies, and
+generates greedily from: the shipped default model, and SimpleRNN / LSTM / GRU models
+trained here (LSTM with its int8 variant). Every output must equal this venv's output.
+Writes the "compat" section of BENCHMARKS.md (or --output); exits 1 on any difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine, write_section  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+LENGTH = 200
+
+PROBE = """
+import json, sys
+import onnxruntime
+from runtime import Generator
+out = {"onnxruntime": onnxruntime.__version__}
+for path, precision in json.loads(sys.argv[1]):
+    g = Generator.load(path or None, precision=precision)
+    prompt = g.spec.training["sample_prompt"]
+    out[f"{path or 'default'}:{precision}"] = g.generate(prompt, LENGTH)
+print(json.dumps(out))
+""".replace("LENGTH", str(LENGTH))
+
+
+def models(tmp: Path) -> list[tuple[str, str]]:
+    """The default model plus one trained model per cell (the LSTM with an int8 variant)."""
+    import trainer  # noqa: F401
+    from trainer.train import TrainConfig, train
+
+    corpus = tmp / "corpus.txt"
+    corpus.write_text(
+        (
+            "It was the best of times, it was the worst of times; "
+            "it was the age of wisdom, it was the age of foolishness.\n"
+        )
+        * 8
+    )
+    cases = [("", "fp32")]
+    for cell in ("simple", "lstm", "gru"):
+        out = tmp / cell
+        quantize = "int8" if cell == "lstm" else None
+        train(
+            TrainConfig(
+                out_dir=out,
+                corpus=corpus,
+                cell=cell,
+                units=32,
+                seq_length=8,
+                epochs=3,
+                seed=1,
+                quantize=quantize,
+            )
+        )
+        cases.append((str(out), "fp32"))
+        if quantize:
+            cases.append((str(out), "int8"))
+    return cases
+
+
+def probe(python: str, cases: list[tuple[str, str]]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.run(
+        [python, "-c", PROBE, json.dumps(cases)], capture_output=True, text=True, env=env, cwd="/"
+    )
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(proc.stdout)
+
+
+def venv_with(version: str, where: Path) -> str:
+    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
+    py = str(where / "bin" / "python")
+    major, minor = (int(x) for x in version.split(".")[:2])
+    numpy = "numpy<2" if (major, minor) < (1, 19) else "numpy"
+    subprocess.run(
+        [py, "-m", "pip", "install", "--quiet", f"onnxruntime=={version}", numpy, "click"],
+        check=True,
+    )
+    subprocess.run([py, "-m", "pip", "install", "--quiet", "--no-deps", str(REPO)], check=True)
+    return py
+
+
+def main() -> None:
+    import onnxruntime
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--versions", nargs="+", default=["1.15.0", "1.16.3", onnxruntime.__version__])
+    ap.add_argument("--output", type=Path, default=None)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cases = models(tmp)
+        reference = probe(sys.executable, cases)
+        results = {v: probe(venv_with(v, tmp / f"venv-{v}"), cases) for v in args.versions}
+
+    names = [f"{p or 'default'}:{prec}" for p, prec in cases]
+    label = {n: n.replace(str(tmp) + "/", "").replace(":", " ") for n in names}
+    lines = [
+        "## onnxruntime compatibility (`benchmarks/check_compat.py`)",
+        "",
+        f"Greedy output of {len(names)} models ({LENGTH} characters each) in fresh venvs, "
+        f"compared with this venv's onnxruntime {reference['onnxruntime']}.",
+        "",
+        "| onnxruntime | " + " | ".join(label[n] for n in names) + " |",
+        "|---|" + ":-:|" * len(names),
+    ]
+    ok = True
+    for version, res in results.items():
+        if "error" in res:
+            ok = False
+            lines.append(f"| {version} | " + f"failed: {res['error']} |" * 1)
+            continue
+        cells = []
+        for n in names:
+            same = res.get(n) == reference[n]
+            ok &= same
+            cells.append("identical" if same else "**differs**")
+        lines.append(f"| {res['onnxruntime']} | " + " | ".join(cells) + " |")
+    lines += ["", f"Machine: {machine()}."]
+    body = "\n".join(lines)
+    write_section("compat", body, path=args.output)
+    print(body)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
