@@ -29,6 +29,7 @@ import trainer  # noqa: E402,F401  (quiets TensorFlow's C++ logging before it lo
 from runtime import Generator  # noqa: E402
 from runtime.artifact import default_model_dir  # noqa: E402
 from runtime.generator import session_options  # noqa: E402
+from trainer.model import load_keras  # noqa: E402
 
 Step = Callable[[np.ndarray], int]  # window [1, L] int32 -> next index
 
@@ -158,7 +159,7 @@ def main() -> None:
 
     gen = Generator.load(args.model)
     spec = gen.spec
-    model = keras.models.load_model(args.model / "model.keras")
+    model = load_keras(args.model / "model.keras", compile=False)
     prompt = spec.training.get("sample_prompt") or spec.chars[0] * spec.seq_length
     slow_n, fast_n, batch_n = (5, 300, 50) if args.quick else (20, 3000, 500)
     repeats = 3 if args.quick else 9

@@ -16,6 +16,7 @@ from trainer.cli import main
 from trainer.corpus import DEFAULT_TEXT, Corpus
 from trainer.errors import CorpusError, ExportError, OutputDirError
 from trainer.export import KERAS_FILE, keras_greedy, reexport
+from trainer.model import load_keras
 from trainer.train import TrainConfig, train
 
 TINY = {"seq_length": 4, "units": 8, "epochs": 2}
@@ -99,12 +100,11 @@ def test_existing_model_needs_force(tmp_path, tiny_model) -> None:
 
 
 def test_same_seed_same_weights(tmp_path, corpus_file) -> None:
-    import keras
 
     weights = []
     for name in ("a", "b"):
         train(TrainConfig(out_dir=tmp_path / name, corpus=corpus_file, seed=3, **TINY))
-        weights.append(keras.models.load_model(tmp_path / name / KERAS_FILE).get_weights())
+        weights.append(load_keras(tmp_path / name / KERAS_FILE).get_weights())
     assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=True))
     spec_a = ModelSpec.read(tmp_path / "a")
     spec_b = ModelSpec.read(tmp_path / "b")
@@ -112,17 +112,18 @@ def test_same_seed_same_weights(tmp_path, corpus_file) -> None:
 
 
 def test_end_to_end_train_export_generate(tiny_model, corpus_file) -> None:
-    import keras
 
     spec = ModelSpec.read(tiny_model)
     corpus = Corpus.read(corpus_file)
     assert spec.chars == corpus.chars and spec.seq_length == 5
     assert spec.training["parity_max_abs_diff"] <= 1e-5
-    assert spec.training["samples"] == len(corpus.text) - 5
+    # A corpus file holds out its last 10% by default; windows never straddle the cut.
+    assert spec.training["val_fraction"] == 0.1
+    assert spec.training["train_windows"] + spec.training["val_windows"] == len(corpus.text) - 10
     assert spec.training["command"].startswith("textgen-train train --corpus")
     gen = Generator.load(tiny_model)
     prompt = spec.training["sample_prompt"]
-    model = keras.models.load_model(tiny_model / KERAS_FILE)
+    model = load_keras(tiny_model / KERAS_FILE)
     expected = keras_greedy(model, gen.encode(prompt), 5, 40)
     assert gen.generate(prompt, 40) == prompt + "".join(spec.chars[i] for i in expected)
 

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from runtime.artifact import ModelSpec
 from runtime.errors import TextgenError
@@ -60,7 +61,21 @@ def main() -> None:
     show_default=True,
     help="Recurrent cell.",
 )
+@click.option(
+    "--layers",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Stacked recurrent layers.",
+)
 @click.option("--units", type=click.IntRange(1, 8192), default=50, show_default=True)
+@click.option(
+    "--dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Dropout between layers and before the output.",
+)
 @click.option(
     "--activation",
     default=None,
@@ -72,58 +87,117 @@ def main() -> None:
     "--learning-rate", type=click.FloatRange(0, 10, min_open=True), default=0.001, show_default=True
 )
 @click.option(
+    "--clipnorm",
+    type=click.FloatRange(0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Clip each gradient to this L2 norm.",
+)
+@click.option(
+    "--clipvalue",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Also clip each gradient element to +-this value.",
+)
+@click.option("--no-clip", is_flag=True, help="Turn gradient clipping off.")
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    help="Hold out this end fraction of the corpus.  [default: 0.1 with --corpus, "
+    "0 for the built-in sentence]",
+)
+@click.option(
+    "--early-stopping",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    metavar="PATIENCE",
+    help="Stop after PATIENCE epochs without a better validation loss; keep the best weights.",
+)
+@click.option(
+    "--steps-per-epoch",
+    type=click.IntRange(1),
+    default=None,
+    help="Batches per epoch. Default: one pass over every window.",
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(["default", "mirrored", "multiworker"]),
+    default="default",
+    show_default=True,
+    help="tf.distribute strategy: mirrored = all GPUs of this host; multiworker = "
+    "several hosts described by TF_CONFIG.",
+)
+@click.option(
     "--seed",
     type=click.IntRange(0, 2**31 - 1),
     default=None,
     help="Seed for identical weights run to run. Default: drawn and recorded.",
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the interrupted run in --out from its last completed epoch.",
+)
 @QUANTIZE_OPTION
 @FORCE_OPTION
 @click.option("--quiet", is_flag=True, help="No per-epoch progress.")
+@click.pass_context
 def train(
+    ctx: click.Context,
     corpus: Path | None,
     out_dir: Path,
-    seq_length: int,
-    cell: str,
-    units: int,
-    activation: str | None,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    seed: int | None,
-    quantize: str | None,
-    force: bool,
+    no_clip: bool,
     quiet: bool,
+    resume: bool,
+    **options: object,
 ) -> None:
     """Fit a model on CORPUS and export it into OUT."""
-    from .train import TrainConfig
+    from .train import TrainConfig, resume_config
     from .train import train as run_training
 
-    config = TrainConfig(
-        out_dir=out_dir,
-        corpus=corpus,
-        seq_length=seq_length,
-        cell=cell,
-        units=units,
-        activation=activation,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        seed=seed,
-        force=force,
-        quantize=quantize,
-        verbose=0 if quiet else 2,
-    )
+    if no_clip:
+        if ctx.get_parameter_source("clipnorm") == ParameterSource.COMMANDLINE:
+            raise click.UsageError("give --clipnorm or --no-clip, not both")
+        options["clipnorm"] = None
     try:
+        if resume:
+            # The saved run supplies every setting; options given here must agree with it
+            # (train() says which do not), except those a resumed run may change.
+            given = {
+                k: v
+                for k, v in options.items()
+                if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE
+            }
+            if no_clip:
+                given["clipnorm"] = None
+            if corpus is not None:
+                given["corpus"] = corpus
+            config = resume_config(out_dir, verbose=0 if quiet else 2, **given)
+        else:
+            config = TrainConfig(
+                out_dir=out_dir, corpus=corpus, verbose=0 if quiet else 2, **options
+            )
         spec = run_training(config)
     except TextgenError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
-        raise click.ClickException("interrupted; the output directory was left as it was") from None
+        raise click.ClickException(
+            f"interrupted; finished epochs are saved: continue with "
+            f"textgen-train train --out {out_dir} --resume"
+        ) from None
+    if spec is None:
+        click.echo("worker finished; the chief worker wrote the model")
+        return
     t = spec.training
+    val = (
+        f", validation {t['val_bits_per_char']:.3f} bits/char"
+        if t.get("val_bits_per_char") is not None
+        else ""
+    )
     click.echo(
         f"wrote {out_dir}: loss {t['loss']:.4f}, accuracy {t['accuracy']:.3f}, "
-        f"{t['bits_per_char']:.3f} bits/char; try: textgen generate --model {out_dir}"
+        f"{t['bits_per_char']:.3f} bits/char{val}; try: textgen generate --model {out_dir}"
     )
     _report_variants(spec)
 

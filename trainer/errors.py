@@ -15,3 +15,7 @@ class OutputDirError(TextgenError):
 
 class ExportError(TextgenError):
     """The exported graph failed its own verification; nothing was published."""
+
+
+class TrainingError(TextgenError):
+    """Training settings that cannot work together, or a --resume that does not fit."""

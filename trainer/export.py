@@ -19,7 +19,7 @@ from runtime.artifact import MODEL_FILE, MODEL_FILES, NEXT_NAME, VOCAB_FILE, Mod
 from runtime.generator import Generator
 
 from .errors import ExportError, OutputDirError
-from .model import INPUT_NAME, OUTPUT_NAME
+from .model import INPUT_NAME, OUTPUT_NAME, load_keras
 from .onnx_graph import OPSET, build, quantize_int8
 
 log = logging.getLogger(__name__)
@@ -152,11 +152,13 @@ def export(
     quantize: str | None = None,
     eval_windows: np.ndarray | None = None,
     eval_source: str = "training windows",
+    extras: dict[str, bytes] | None = None,
 ) -> ModelSpec:
     """Convert, verify, stage and publish `model` into out_dir; return the written spec.
 
     `quantize="int8"` adds model.int8.onnx, whose agreement with fp32 is measured on
-    `eval_windows` (default: `windows`). Until the final renames nothing in out_dir changes,
+    `eval_windows` (default: `windows`). `extras` (history.json, training.png) are
+    published with the model. Until the final renames nothing in out_dir changes,
     so an interrupted or failed export leaves the previous model intact. vocab.json, which
     holds the graphs' sha256, is renamed last: it is the commit point of the new model.
     """
@@ -194,7 +196,8 @@ def export(
 
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
     try:
-        for name, data in files.items():
+        extras = extras or {}
+        for name, data in {**files, **extras}.items():
             _write_synced(staging / name, data)
         _write_synced(staging / VOCAB_FILE, spec.to_json().encode())
         model.save(staging / KERAS_FILE)
@@ -203,7 +206,7 @@ def export(
         # vocab.json last: see the docstring. Files of the previous model that the new one
         # does not have (an int8 variant) go after the commit, so they are never orphaned
         # while the old vocab.json still lists them.
-        for name in (KERAS_FILE, *files, VOCAB_FILE):
+        for name in (*extras, KERAS_FILE, *files, VOCAB_FILE):
             os.replace(staging / name, out_dir / name)
         _fsync_path(out_dir)
         for name in set(MODEL_FILES.values()) - set(files):
@@ -245,7 +248,6 @@ def reexport(
     int8 agreement is measured on `corpus` (text the model has not seen, ideally) or,
     without one, on those same windows.
     """
-    import keras
 
     from .corpus import Corpus
 
@@ -261,7 +263,7 @@ def reexport(
         eval_windows = Corpus.read(corpus).windows_in(old.chars, old.seq_length)
         eval_source = f"windows of {Path(corpus).name}"
     try:
-        model = keras.models.load_model(keras_path)
+        model = load_keras(keras_path, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged archive
         raise ExportError(f"cannot load {keras_path}: {exc}; retrain the model") from None
     prompt = old.training.get("sample_prompt") or "".join(old.chars[:1]) * old.seq_length

@@ -2,37 +2,59 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import random
+import shutil
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from runtime.artifact import ModelSpec, bits_per_char
 
 from .corpus import Corpus
+from .errors import CorpusError, OutputDirError, TrainingError
 from .export import export, prepare_out_dir
-from .model import CELLS, build_model
+from .model import CELLS
 
 log = logging.getLogger(__name__)
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+# Settings a resumed run may change; everything else must match the interrupted run.
+RESUME_MAY_CHANGE = frozenset(
+    {"epochs", "force", "quantize", "resume", "verbose", "out_dir", "early_stopping"}
+)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings; the defaults are the notebook's."""
+    """Training settings. Defaults are the notebook's, plus what real corpora need."""
 
     out_dir: Path
     corpus: Path | None = None
     seq_length: int = 3
     cell: str = "simple"
     units: int = 50
+    layers: int = 1
+    dropout: float = 0.0
     activation: str | None = None  # None: relu for SimpleRNN (as the notebook), tanh otherwise
     epochs: int = 100
     batch_size: int = 32
     learning_rate: float = 0.001
+    clipnorm: float | None = 5.0  # char-rnn's grad_clip; None turns clipping off
+    clipvalue: float | None = None
+    val_fraction: float | None = None  # None: 0.1 for a corpus file, 0 for the sentence
+    early_stopping: int | None = None  # patience in epochs, on validation loss
+    steps_per_epoch: int | None = None  # None: one pass over every window
+    strategy: str = "default"
     seed: int | None = None
     force: bool = False
+    resume: bool = False
     quantize: str | None = None  # "int8" adds model.int8.onnx
     verbose: int = 0
 
@@ -40,6 +62,17 @@ class TrainConfig:
         if self.activation is not None:
             return self.activation
         return "relu" if self.cell == "simple" else "tanh"
+
+    def resolved_val_fraction(self) -> float:
+        if self.val_fraction is not None:
+            return self.val_fraction
+        return 0.0 if self.corpus is None else 0.1
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["out_dir"] = str(self.out_dir)
+        doc["corpus"] = None if self.corpus is None else str(self.corpus)
+        return doc
 
 
 def seed_everything(seed: int) -> None:
@@ -51,88 +84,312 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def train(config: TrainConfig) -> ModelSpec:
-    """Read the corpus, fit, export into config.out_dir and return the published spec."""
-    if config.cell not in CELLS:
-        raise ValueError(f"cell must be one of {sorted(CELLS)}")
-    corpus = Corpus.read(config.corpus)
-    x, y = corpus.windows(config.seq_length)
-    prepare_out_dir(config.out_dir, force=config.force)  # before spending time on training
-
-    import keras
+def make_strategy(name: str) -> Any:
+    """The tf.distribute strategy to build and train under."""
     import tensorflow as tf
 
+    if name == "mirrored":  # every GPU (or logical device) of this host
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":  # several hosts, described by the TF_CONFIG variable
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: Any) -> bool:
+    """Only one process of a multi-worker run writes checkpoints and artifacts."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def check_config(config: TrainConfig) -> None:
+    """Refuse settings that cannot work, before reading anything."""
+    problems = []
+    if config.cell not in CELLS:
+        problems.append(f"cell must be one of {sorted(CELLS)}")
+    if config.strategy not in STRATEGIES:
+        problems.append(f"strategy must be one of {list(STRATEGIES)}")
+    if not 0.0 <= config.resolved_val_fraction() < 1.0:
+        problems.append("val_fraction must be at least 0 and below 1")
+    if not 0.0 <= config.dropout < 1.0:
+        problems.append("dropout must be at least 0 and below 1")
+    if config.early_stopping is not None and config.resolved_val_fraction() == 0:
+        problems.append("early stopping watches validation loss: give a --val-fraction above 0")
+    if problems:
+        raise TrainingError("; ".join(problems))
+
+
+def split_corpus(corpus: Corpus, val_fraction: float, seq_length: int) -> tuple[np.ndarray, ...]:
+    """Training ids and held-out ids (the end of the text), each long enough for a window."""
+    corpus.windows(seq_length)  # raises the clear "too short" error for the whole text
+    if val_fraction == 0:
+        return corpus.ids, corpus.ids[:0]
+    cut = len(corpus.ids) - int(len(corpus.ids) * val_fraction)
+    train_ids, val_ids = corpus.ids[:cut], corpus.ids[cut:]
+    if len(train_ids) <= seq_length or len(val_ids) <= seq_length:
+        raise CorpusError(
+            f"corpus {corpus.name} has {len(corpus.ids):,} characters: too few to hold out "
+            f"{val_fraction:.0%} and still make windows of {seq_length} on both sides; "
+            "use a longer corpus, a shorter --seq-length or --val-fraction 0"
+        )
+    return train_ids, val_ids
+
+
+def _resume_point(config: TrainConfig, corpus_sha: str) -> tuple[Path | None, dict[str, Any]]:
+    """The checkpoint to continue from (or None), after checking it fits this config."""
+    from .state import latest_checkpoint, read_progress, state_dir
+
+    checkpoint = latest_checkpoint(config.out_dir)
+    if not config.resume:
+        if checkpoint is not None and not config.force:
+            done = read_progress(checkpoint)
+            raise OutputDirError(
+                f"{config.out_dir} holds an interrupted run (epoch {done['epoch']} of "
+                f"{done['config']['epochs']}); pass --resume to continue it or --force to "
+                "start over"
+            )
+        shutil.rmtree(state_dir(config.out_dir), ignore_errors=True)
+        return None, {}
+    if checkpoint is None:
+        raise OutputDirError(
+            f"nothing to resume in {config.out_dir}: no completed epoch was saved there"
+        )
+    progress = read_progress(checkpoint)
+    saved, now = progress["config"], config.to_json()
+    diffs = [
+        f"{k} {saved.get(k)!r} -> {now[k]!r}"
+        for k in now
+        if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k] and k != "seed"
+    ]
+    if diffs:
+        raise TrainingError(
+            "--resume must continue the same run, but these settings differ: "
+            + ", ".join(diffs)
+            + "; drop them (they are read from the saved run)"
+        )
+    if progress.get("corpus_sha256") != corpus_sha:
+        raise TrainingError("--resume found a different corpus than the interrupted run used")
+    return checkpoint, progress
+
+
+def resume_config(out_dir: Path, **overrides: Any) -> TrainConfig:
+    """The interrupted run's config from its newest checkpoint, with `overrides` applied."""
+    from .state import latest_checkpoint, read_progress
+
+    checkpoint = latest_checkpoint(out_dir)
+    if checkpoint is None:
+        raise OutputDirError(f"nothing to resume in {out_dir}: no completed epoch was saved")
+    saved = read_progress(checkpoint)["config"]
+    known = {f.name for f in fields(TrainConfig)}
+    saved = {k: v for k, v in saved.items() if k in known}
+    saved["out_dir"] = Path(out_dir)
+    saved["corpus"] = None if saved["corpus"] is None else Path(saved["corpus"])
+    return replace(TrainConfig(**saved), resume=True, **overrides)
+
+
+def train(config: TrainConfig) -> ModelSpec | None:
+    """Read the corpus, fit, export into config.out_dir and return the published spec.
+
+    Returns None on the non-chief workers of a multi-worker run (the chief exports).
+    """
+    check_config(config)
+    corpus = Corpus.read(config.corpus)
+    val_fraction = config.resolved_val_fraction()
+    train_ids, val_ids = split_corpus(corpus, val_fraction, config.seq_length)
+    corpus_sha = hashlib.sha256(corpus.text.encode()).hexdigest()
+    checkpoint, progress = _resume_point(config, corpus_sha)
+    prepare_out_dir(config.out_dir, force=config.force or config.resume)
+
+    import keras
+
+    from .data import steps_in, windows_dataset
+    from .history import history_json, training_plot
+    from .model import build_model, compile_model, load_keras
+    from .state import (
+        EpochCheckpoint,
+        EpochLine,
+        ResumableEarlyStopping,
+        load_best_weights,
+        state_dir,
+    )
+
+    saved_config = progress.get("config", {})
+    seed = saved_config.get("seed") if checkpoint else config.seed
     # Without --seed a seed is still drawn and recorded, so any run can be repeated.
-    seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
+    seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
     seed_everything(seed)
-    model = build_model(
-        len(corpus.chars),
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    with strategy.scope():
+        if checkpoint is not None:
+            model = load_keras(checkpoint / "model.keras")
+        else:
+            model = build_model(
+                len(corpus.chars),
+                config.seq_length,
+                units=config.units,
+                cell=config.cell,
+                activation=config.resolved_activation(),
+                layers=config.layers,
+                dropout=config.dropout,
+            )
+            compile_model(
+                model,
+                learning_rate=config.learning_rate,
+                clipnorm=config.clipnorm,
+                clipvalue=config.clipvalue,
+            )
+
+    train_ds = windows_dataset(
+        train_ids,
         config.seq_length,
-        units=config.units,
-        cell=config.cell,
-        activation=config.resolved_activation(),
+        config.batch_size,
+        shuffle=True,
+        seed=seed,
+        repeat=config.steps_per_epoch is not None,
     )
-    # Sparse labels: the notebook's categorical cross-entropy without one-hot label arrays.
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+    val_ds = (
+        windows_dataset(val_ids, config.seq_length, 1024, shuffle=False) if len(val_ids) else None
     )
+    history: dict[str, list[float]] = {k: list(v) for k, v in progress.get("history", {}).items()}
+    initial_epoch = progress.get("epoch", 0)
+    early = None
+    callbacks: list[Any] = []
+    if config.early_stopping is not None:
+        early = ResumableEarlyStopping(patience=config.early_stopping)
+        if checkpoint is not None and "early_stopping" in progress:
+            early.restore(progress["early_stopping"], load_best_weights(checkpoint))
+        callbacks.append(early)  # before the checkpoint, which saves its state
+    run_config = {**config.to_json(), "seed": seed}
+    callbacks.append(
+        EpochCheckpoint(
+            config.out_dir,
+            run_config,
+            history,
+            early,
+            write=chief,
+            extra={"corpus_sha256": corpus_sha},
+        )
+    )
+    if config.verbose:
+        callbacks.append(EpochLine(config.epochs))
+
+    steps = config.steps_per_epoch or steps_in(len(train_ids), config.seq_length, config.batch_size)
     log.info(
-        "training %s x%d on %d windows of %d characters (%d distinct), seed %d",
+        "training %s %dx%d on %s windows of %d characters (%d distinct), %s held out, "
+        "%d steps per epoch, seed %d%s",
         config.cell,
+        config.layers,
         config.units,
-        len(y),
+        f"{len(train_ids) - config.seq_length:,}",
         config.seq_length,
         len(corpus.chars),
+        f"{max(0, len(val_ids) - config.seq_length):,} windows" if len(val_ids) else "nothing",
+        steps,
         seed,
+        f", resuming after epoch {initial_epoch}" if checkpoint else "",
     )
     started = time.perf_counter()
-    history = model.fit(
-        tf.constant(x),
-        tf.constant(y),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        shuffle=True,
-        verbose=config.verbose,
-    ).history
-    seconds = time.perf_counter() - started
-    loss = float(history["loss"][-1])
+    if initial_epoch < config.epochs:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=config.steps_per_epoch,
+            shuffle=False,  # the dataset shuffles itself, with the seed
+            verbose=1 if config.verbose and sys.stdout.isatty() else 0,
+            callbacks=callbacks,
+        )
+    seconds = time.perf_counter() - started + sum(history.get("seconds", [])[:initial_epoch])
+
+    if early is not None and early.best_weights is not None:
+        best = early.best_epoch  # the weights kept are this epoch's
+    else:
+        best = len(history.get("loss", [])) - 1
+    facts = _final_facts(history, best)
     training: dict[str, Any] = {
         "corpus": corpus.name,
         "corpus_chars": len(corpus.text),
-        "samples": int(len(y)),
+        "corpus_sha256": corpus_sha,
+        "val_fraction": val_fraction,
+        "train_windows": int(len(train_ids) - config.seq_length),
+        "val_windows": int(max(0, len(val_ids) - config.seq_length)),
         "epochs": config.epochs,
+        "epochs_run": len(history.get("loss", [])),
+        "best_epoch": best + 1,
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
+        "clipnorm": config.clipnorm,
+        "clipvalue": config.clipvalue,
+        "dropout": config.dropout,
+        "strategy": config.strategy,
         "seed": seed,
-        "loss": round(loss, 6),
-        "accuracy": round(float(history["accuracy"][-1]), 6),
-        "bits_per_char": round(bits_per_char(loss), 6),
+        **facts,
         "train_seconds": round(seconds, 2),
         "keras": keras.__version__,
         "command": command_line(config, seed),
     }
+    if not chief:
+        return None
     architecture = {
         "cell": config.cell,
-        "layers": 1,
+        "layers": config.layers,
         "units": config.units,
         "activation": config.resolved_activation(),
     }
-    return export(
+    parity = np.lib.stride_tricks.sliding_window_view(train_ids[:-1], config.seq_length)
+    held_out = (
+        np.lib.stride_tricks.sliding_window_view(val_ids[:-1], config.seq_length)
+        if len(val_ids) > config.seq_length
+        else None
+    )
+    title = f"{config.cell} {config.layers}x{config.units}, window {config.seq_length}"
+    spec = export(
         model,
         chars=corpus.chars,
         seq_length=config.seq_length,
         out_dir=config.out_dir,
-        windows=x,
+        windows=parity,
         prompt=corpus.sample_prompt(config.seq_length),
         architecture=architecture,
         training=training,
-        force=config.force,
+        force=True,  # checked above, before training
         quantize=config.quantize,
-        eval_windows=x[-max(1, len(x) // 10) :],
-        eval_source="the last 10% of the training windows",
+        eval_windows=held_out if held_out is not None else parity[-max(1, len(parity) // 10) :],
+        eval_source="held-out validation windows"
+        if held_out is not None
+        else "the last 10% of the training windows",
+        extras={
+            "history.json": history_json(history, training),
+            "training.png": training_plot(history, title),
+        },
     )
+    shutil.rmtree(state_dir(config.out_dir), ignore_errors=True)
+    return spec
+
+
+def _final_facts(history: dict[str, list[float]], best: int) -> dict[str, Any]:
+    def at(key: str) -> float | None:
+        values = history.get(key) or []
+        return round(float(values[best]), 6) if 0 <= best < len(values) else None
+
+    facts = {
+        "loss": at("loss"),
+        "accuracy": at("accuracy"),
+        "bits_per_char": None if at("loss") is None else round(bits_per_char(at("loss")), 6),
+    }
+    if history.get("val_loss"):
+        facts |= {
+            "val_loss": at("val_loss"),
+            "val_accuracy": at("val_accuracy"),
+            "val_bits_per_char": round(at("val_loss") / math.log(2), 6),
+        }
+    return facts
 
 
 def command_line(config: TrainConfig, seed: int) -> str:
@@ -141,10 +398,11 @@ def command_line(config: TrainConfig, seed: int) -> str:
     parts = ["textgen-train train"]
     if config.corpus is not None:
         parts.append(f"--corpus {config.corpus}")
+    skip = ("out_dir", "corpus", "seed", "force", "verbose", "quantize", "resume")
     for key, value in asdict(config).items():
-        if key in ("out_dir", "corpus", "seed", "force", "verbose", "quantize"):
+        if key in skip or value == getattr(defaults, key):
             continue
-        if value != getattr(defaults, key):
-            parts.append(f"--{key.replace('_', '-')} {value}")
+        flag = f"--{key.replace('_', '-')}"
+        parts.append("--no-clip" if key == "clipnorm" and value is None else f"{flag} {value}")
     parts += [f"--seed {seed}", f"--out {config.out_dir}"]
     return " ".join(parts)

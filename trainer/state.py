@@ -1,0 +1,179 @@
+"""Training state that survives Ctrl-C and kill -9: one complete checkpoint per epoch.
+
+Each checkpoint is a directory `epoch-NNNN/` (model.keras with optimizer state, and
+progress.json with the run's config, history and early-stopping state) written under a
+temporary name and renamed into place, so a kill at any moment leaves the previous
+checkpoint whole. `--resume` continues from the newest one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = ".train-state"
+_CHECKPOINT = re.compile(r"^epoch-(\d{4,})$")
+
+
+def state_dir(out_dir: Path) -> Path:
+    return Path(out_dir) / STATE_DIR
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest complete checkpoint directory, or None."""
+    root = state_dir(out_dir)
+    if not root.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _CHECKPOINT.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def read_progress(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((checkpoint / "progress.json").read_text())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' EarlyStopping (keeping the best weights) whose state a checkpoint can carry."""
+
+    def __init__(self, patience: int, monitor: str = "val_loss") -> None:
+        super().__init__(monitor=monitor, patience=patience, restore_best_weights=True)
+        self._restored: dict[str, Any] | None = None
+
+    def restore(self, state: dict[str, Any], best_weights: list[np.ndarray] | None) -> None:
+        self._restored = {**state, "best_weights": best_weights}
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self._restored:
+            self.wait = self._restored["wait"]
+            self.best = self._restored["best"]
+            self.best_epoch = self._restored["best_epoch"]
+            self.best_weights = self._restored["best_weights"]
+
+    def state(self) -> dict[str, Any]:
+        best = None if self.best is None else float(self.best)
+        return {"wait": self.wait, "best": best, "best_epoch": self.best_epoch}
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After every epoch: append to the history and write a complete checkpoint atomically."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        config: dict[str, Any],
+        history: dict[str, list[float]],
+        early_stopping: ResumableEarlyStopping | None = None,
+        write: bool = True,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = state_dir(out_dir)
+        self.config = config
+        self.history = history
+        self.early_stopping = early_stopping
+        self.write = write  # False on non-chief workers of a multi-worker run
+        self.extra = extra or {}
+        self._started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        self.history.setdefault("seconds", []).append(time.perf_counter() - self._started)
+        if not self.write:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.root / f"epoch-{epoch + 1:04d}"
+        tmp = self.root / f".tmp-{final.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        self.model.save(tmp / "model.keras")
+        progress = {
+            "epoch": epoch + 1,
+            "config": self.config,
+            "history": self.history,
+            **self.extra,
+        }
+        if self.early_stopping is not None:
+            progress["early_stopping"] = self.early_stopping.state()
+            if self.early_stopping.best_weights is not None:
+                np.savez(tmp / "best_weights.npz", *self.early_stopping.best_weights)
+        (tmp / "progress.json").write_text(json.dumps(progress))
+        for name in os.listdir(tmp):
+            fd = os.open(tmp / name, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        _fsync_dir(tmp)
+        os.replace(tmp, final)
+        _fsync_dir(self.root)
+        # Older checkpoints go only once the new one is in place.
+        for old in self.root.iterdir():
+            m = _CHECKPOINT.match(old.name)
+            if old != final and (m or old.name.startswith(".tmp-")):
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def load_best_weights(checkpoint: Path) -> list[np.ndarray] | None:
+    path = checkpoint / "best_weights.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+class EpochLine(keras.callbacks.Callback):
+    """One line per epoch with the metrics that matter and an ETA for the whole run."""
+
+    def __init__(self, epochs: int, stream=None) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.stream = stream or sys.stderr
+        self._run_start = time.perf_counter()
+        self._first_epoch: int | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+            self._run_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        done = epoch + 1 - (self._first_epoch or 0)
+        elapsed = time.perf_counter() - self._run_start
+        eta = elapsed / max(done, 1) * (self.epochs - epoch - 1)
+        parts = [f"epoch {epoch + 1}/{self.epochs}"]
+        for key in ("loss", "accuracy", "bpc", "val_loss", "val_accuracy", "val_bpc"):
+            if key in logs:
+                parts.append(f"{key} {logs[key]:.4f}")
+        parts.append(f"{elapsed / max(done, 1):.1f}s/epoch, ETA {_duration(eta)}")
+        print("  ".join(parts), file=self.stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
