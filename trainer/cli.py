@@ -121,6 +121,13 @@ def main() -> None:
     help="Batches per epoch. Default: one pass over every window.",
 )
 @click.option(
+    "--max-val-windows",
+    type=click.IntRange(1),
+    default=20_000,
+    show_default=True,
+    help="Validate each epoch on at most this many held-out windows, evenly spread.",
+)
+@click.option(
     "--strategy",
     type=click.Choice(["default", "mirrored", "multiworker"]),
     default="default",

@@ -51,6 +51,7 @@ class TrainConfig:
     val_fraction: float | None = None  # None: 0.1 for a corpus file, 0 for the sentence
     early_stopping: int | None = None  # patience in epochs, on validation loss
     steps_per_epoch: int | None = None  # None: one pass over every window
+    max_val_windows: int | None = 20_000  # evenly strided subset of held-out windows per epoch
     strategy: str = "default"
     seed: int | None = None
     force: bool = False
@@ -244,17 +245,6 @@ def train(config: TrainConfig) -> ModelSpec | None:
                 clipvalue=config.clipvalue,
             )
 
-    train_ds = windows_dataset(
-        train_ids,
-        config.seq_length,
-        config.batch_size,
-        shuffle=True,
-        seed=seed,
-        repeat=config.steps_per_epoch is not None,
-    )
-    val_ds = (
-        windows_dataset(val_ids, config.seq_length, 1024, shuffle=False) if len(val_ids) else None
-    )
     history: dict[str, list[float]] = {k: list(v) for k, v in progress.get("history", {}).items()}
     initial_epoch = progress.get("epoch", 0)
     early = None
@@ -278,7 +268,26 @@ def train(config: TrainConfig) -> ModelSpec | None:
     if config.verbose:
         callbacks.append(EpochLine(config.epochs))
 
-    steps = config.steps_per_epoch or steps_in(len(train_ids), config.seq_length, config.batch_size)
+    per_pass = steps_in(len(train_ids), config.seq_length, config.batch_size)
+    steps = config.steps_per_epoch or per_pass
+    # One dataset for the whole run, one permutation per pass over the windows: with an
+    # explicit steps_per_epoch Keras keeps a single iterator, so the order stays a pure
+    # function of (seed, pass) and a resumed run continues exactly where it stopped.
+    done_batches = initial_epoch * steps
+    train_ds = windows_dataset(
+        train_ids,
+        config.seq_length,
+        config.batch_size,
+        shuffle=True,
+        seed=seed,
+        epochs=(done_batches // per_pass, -(-config.epochs * steps // per_pass)),
+        skip_batches=done_batches % per_pass,
+    )
+    val_ds = None
+    if len(val_ids):
+        val_ds = windows_dataset(
+            val_ids, config.seq_length, 1024, shuffle=False, max_windows=config.max_val_windows
+        )
     log.info(
         "training %s %dx%d on %s windows of %d characters (%d distinct), %s held out, "
         "%d steps per epoch, seed %d%s",
@@ -300,7 +309,7 @@ def train(config: TrainConfig) -> ModelSpec | None:
             validation_data=val_ds,
             epochs=config.epochs,
             initial_epoch=initial_epoch,
-            steps_per_epoch=config.steps_per_epoch,
+            steps_per_epoch=steps,
             shuffle=False,  # the dataset shuffles itself, with the seed
             verbose=1 if config.verbose and sys.stdout.isatty() else 0,
             callbacks=callbacks,
@@ -319,6 +328,7 @@ def train(config: TrainConfig) -> ModelSpec | None:
         "val_fraction": val_fraction,
         "train_windows": int(len(train_ids) - config.seq_length),
         "val_windows": int(max(0, len(val_ids) - config.seq_length)),
+        "max_val_windows": config.max_val_windows,
         "epochs": config.epochs,
         "epochs_run": len(history.get("loss", [])),
         "best_epoch": best + 1,
