@@ -18,8 +18,12 @@ from typing import Any
 from .errors import ArtifactError, ModelNotFoundError, UnsupportedVersionError
 
 FORMAT_NAME = "rnn-textgen-vocab"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({1})
+# Version 1: window models. Version 2 adds stateful models ("mode": "stateful", a "states"
+# list in "graph", a time axis on the input). A file carries the lowest version that can
+# describe it, so window models stay readable by version-1 runtimes.
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = frozenset({1, 2})
+MODE_VERSIONS = {"window": 1, "stateful": 2}
 
 MODEL_FILE = "model.onnx"
 VOCAB_FILE = "vocab.json"
@@ -38,7 +42,8 @@ OUTPUT_DTYPES = frozenset({"float32"})
 NEXT_DTYPES = frozenset({"int64"})
 # The graph's greedy choice (argmax of the probabilities), read by the runtime's hot loop.
 NEXT_NAME = "next"
-MODES = frozenset({"window"})
+MODES = frozenset(MODE_VERSIONS)
+STATE_DTYPES = frozenset({"float32"})
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -56,6 +61,24 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class StateSpec:
+    """One recurrent state tensor of a stateful step graph: fed in, and read back out."""
+
+    input: str
+    output: str
+    shape: tuple[int | None, ...]
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+        }
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Everything vocab.json says about a model: vocabulary, window, graph I/O, provenance.
 
@@ -69,6 +92,7 @@ class ModelSpec:
     next: TensorSpec
     model_sha256: str
     mode: str = "window"
+    states: tuple[StateSpec, ...] = ()
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     architecture: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +104,15 @@ class ModelSpec:
     @property
     def vocab_size(self) -> int:
         return len(self.chars)
+
+    @property
+    def stateful(self) -> bool:
+        return self.mode == "stateful"
+
+    @property
+    def min_prompt(self) -> int:
+        """Shortest usable prompt: a full window, or one character to start a stateful model."""
+        return 1 if self.stateful else self.seq_length
 
     @property
     def precisions(self) -> list[str]:
@@ -99,17 +132,20 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         # format and version first, so a reader (human or program) sees them before anything else.
+        graph = {
+            "input": self.input.to_dict(),
+            "output": self.output.to_dict(),
+            "next": self.next.to_dict(),
+        }
+        if self.stateful:
+            graph["states"] = [state.to_dict() for state in self.states]
         return {
             "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
+            "version": MODE_VERSIONS[self.mode],
             "mode": self.mode,
             "chars": list(self.chars),
             "seq_length": self.seq_length,
-            "graph": {
-                "input": self.input.to_dict(),
-                "output": self.output.to_dict(),
-                "next": self.next.to_dict(),
-            },
+            "graph": graph,
             "model_sha256": self.model_sha256,
             "variants": {k: dict(v) for k, v in self.variants.items()},
             "architecture": dict(self.architecture),
@@ -147,6 +183,10 @@ class ModelSpec:
             )
         mode = doc.get("mode")
         v.check(mode in MODES, f"mode {mode!r} is not one of {sorted(MODES)}")
+        v.check(
+            MODE_VERSIONS[mode] <= version,
+            f"mode {mode!r} needs format version {MODE_VERSIONS[mode]} or later",
+        )
 
         chars = doc.get("chars")
         v.check(
@@ -170,7 +210,9 @@ class ModelSpec:
         inp = _tensor(v, graph.get("input"), "graph.input", INPUT_DTYPES)
         out = _tensor(v, graph.get("output"), "graph.output", OUTPUT_DTYPES)
         nxt = _tensor(v, graph.get("next"), "graph.next", NEXT_DTYPES)
-        v.check(len({inp.name, out.name, nxt.name}) == 3, "two graph tensors have the same name")
+        states = _states(v, graph.get("states"), mode)
+        names = [inp.name, out.name, nxt.name, *(n for s in states for n in (s.input, s.output))]
+        v.check(len(set(names)) == len(names), "two graph tensors have the same name")
 
         sha = doc.get("model_sha256")
         v.check(
@@ -202,6 +244,7 @@ class ModelSpec:
             input=inp,
             output=out,
             next=nxt,
+            states=states,
             model_sha256=sha,
             mode=mode,
             variants=variants,
@@ -255,6 +298,37 @@ def _tensor(v: _Validator, doc: Any, where: str, dtypes: frozenset[str]) -> Tens
         f"{where}.shape must be a list of positive integers or null",
     )
     return TensorSpec(name=name, dtype=dtype, shape=tuple(shape))
+
+
+def _states(v: _Validator, doc: Any, mode: str) -> tuple[StateSpec, ...]:
+    if mode != "stateful":
+        v.check(doc is None, "graph.states is only for stateful models")
+        return ()
+    v.check(
+        isinstance(doc, list) and 1 <= len(doc) <= 64,
+        "graph.states must list the stateful graph's state tensors",
+    )
+    out = []
+    for i, state in enumerate(doc):
+        where = f"graph.states[{i}]"
+        v.check(isinstance(state, dict), f"{where} is not an object")
+        names = state.get("input"), state.get("output")
+        v.check(
+            all(isinstance(n, str) and 0 < len(n) <= 256 for n in names),
+            f"{where} needs input and output names",
+        )
+        v.check(state.get("dtype") in STATE_DTYPES, f"{where}.dtype must be float32")
+        shape = state.get("shape")
+        v.check(
+            isinstance(shape, list)
+            and len(shape) == 2
+            and shape[0] is None
+            and _is_int(shape[1])
+            and shape[1] > 0,
+            f"{where}.shape must be [null, units]",
+        )
+        out.append(StateSpec(input=names[0], output=names[1], shape=tuple(shape)))
+    return tuple(out)
 
 
 def sha256_file(path: Path) -> str:

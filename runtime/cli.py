@@ -150,7 +150,12 @@ def model_card(gen: Generator) -> str:
     arch = s.architecture
     lines = [
         f"model:       {gen.model_dir}",
-        f"mode:        {s.mode} (reads the last {s.seq_length} characters)",
+        f"mode:        {s.mode} "
+        + (
+            f"(carries {len(s.states)} state tensor(s); trained on chunks of {s.seq_length})"
+            if s.stateful
+            else f"(reads the last {s.seq_length} characters)"
+        ),
         f"cell:        {arch.get('cell', '?')} x {arch.get('layers', 1)} layer(s), "
         f"{arch.get('units', '?')} units, activation {arch.get('activation', '?')}",
         f"vocabulary:  {s.vocab_size} characters: {''.join(s.chars)!r}",

@@ -26,6 +26,8 @@ _ORT_DTYPES = {
 
 # A batch this size already saturates a core; more is almost certainly a mistake in a script.
 MAX_BATCH = 65_536
+# Stateful warm-up slices: an LSTM 256 projects a 4,096-character slice in 16 MB per prompt.
+WARM_UP_SLICE = 4096
 
 
 def session_options(threads: int = 1, *, memory_arena: bool = False) -> ort.SessionOptions:
@@ -121,10 +123,9 @@ class Generator:
 
     def encode(self, prompt: str) -> np.ndarray:
         """Character indices of `prompt`; raises PromptError if the model cannot read it."""
+        need = self.spec.min_prompt
         if not isinstance(prompt, str) or prompt == "":
-            raise PromptError(
-                f"the prompt is empty; give at least {self.spec.seq_length} characters"
-            )
+            raise PromptError(f"the prompt is empty; give at least {need} character(s)")
         index = self.spec.char_to_index
         unknown = sorted({c for c in prompt if c not in index})
         if unknown:
@@ -134,32 +135,31 @@ class Generator:
                 f"the prompt has characters outside the model's vocabulary: {shown}{more}; "
                 "use only characters from `textgen info`"
             )
-        if len(prompt) < self.spec.seq_length:
+        if len(prompt) < need:
             raise PromptError(
                 f"the prompt has {len(prompt)} characters but the model reads windows of "
-                f"{self.spec.seq_length}; give a longer prompt"
+                f"{need}; give a longer prompt"
             )
         return np.fromiter((index[c] for c in prompt), dtype=self._in_dtype, count=len(prompt))
 
     def stream(self, prompt: str, length: int) -> Iterator[str]:
-        """Yield `length` new characters one at a time, greedily, as the notebook's loop does:
-        the last seq_length characters go in, the argmax comes out and is appended.
+        """Yield `length` new characters one at a time, greedily.
 
-        The prompt is validated before the first character is produced.
+        A window model does what the notebook's loop does: the last seq_length characters
+        go in, the argmax comes out and is appended. A stateful model reads the whole
+        prompt once, then one character per step, carrying its state. The prompt is
+        validated before the first character is produced.
         """
         _check_length(length)
         ids = self.encode(prompt)
         return self._stream(ids, length)
 
     def _stream(self, ids: np.ndarray, length: int) -> Iterator[str]:
-        step, window, nxt = self._stepper(ids[None, -self.spec.seq_length :])
-        row, chars = window[0], self.spec.chars
+        advance, nxt = self._decoder([ids])
+        chars = self.spec.chars
         for _ in range(length):
-            step()
-            c = int(nxt[0])
-            row[:-1] = row[1:]
-            row[-1] = c
-            yield chars[c]
+            advance()
+            yield chars[nxt.item()]
 
     def generate(self, prompt: str, length: int) -> str:
         """Return `prompt` followed by `length` greedily generated characters."""
@@ -171,50 +171,119 @@ class Generator:
         _check_length(length)
         if isinstance(prompts, str) or not 1 <= len(prompts) <= MAX_BATCH:
             raise GenerationSettingsError(f"prompts must be a list of 1 to {MAX_BATCH} strings")
-        windows = np.empty((len(prompts), self.spec.seq_length), dtype=self._in_dtype)
+        encoded = []
         for i, prompt in enumerate(prompts):
             try:
-                windows[i] = self.encode(prompt)[-self.spec.seq_length :]
+                encoded.append(self.encode(prompt))
             except PromptError as exc:
                 raise PromptError(f"prompt {i + 1} of {len(prompts)}: {exc}") from None
-        out = self._generate_ids(windows, length)
+        advance, nxt = self._decoder(encoded)
+        out = np.empty((length, len(prompts)), dtype=np.int64)
+        for t in range(length):
+            advance()
+            out[t] = nxt
         texts = self._char_table[out.T]
         return [p + "".join(row) for p, row in zip(prompts, texts, strict=True)]
 
-    def _generate_ids(self, windows: np.ndarray, length: int) -> np.ndarray:
-        """Greedy indices [length, batch] continuing each row of `windows` [batch, L]."""
-        step, window, nxt = self._stepper(windows)
-        out = np.empty((length, len(windows)), dtype=np.int64)
-        for t in range(length):
-            step()
-            out[t] = nxt
-            window[:, :-1] = window[:, 1:]
-            window[:, -1] = nxt
-        return out
+    def _decoder(self, prompts: list[np.ndarray]) -> tuple[Callable[[], object], np.ndarray]:
+        """Greedy decoding state for encoded prompts, owned by this call.
 
-    def _stepper(self, windows: np.ndarray) -> tuple[Callable[[], object], np.ndarray, np.ndarray]:
-        """A zero-argument step that runs the graph on a copy of `windows`, and that copy
-        and the `next` array the step writes into.
-
-        Input and output are bound once to buffers owned by this call (IO binding), so a
-        step allocates nothing and converts nothing: the caller shifts the window in place.
-        The step holds the binding; the caller holds the buffers for as long as it steps.
+        Returns `advance` and the `next` array: each advance() writes every row's next
+        character into `next` and feeds it back, so the following call continues the text.
         """
-        window = np.ascontiguousarray(windows, dtype=self._in_dtype).copy()
+        if self.spec.stateful:
+            return self._stateful_decoder(prompts)
+        window = np.stack([p[-self.spec.seq_length :] for p in prompts]).astype(self._in_dtype)
         nxt = np.zeros(len(window), dtype=np.int64)
+        run = self._bind({self.spec.input.name: window}, {self.spec.next.name: nxt})
+
+        def advance() -> None:
+            run()
+            window[:, :-1] = window[:, 1:]  # shift in place: no allocation per step
+            window[:, -1] = nxt
+
+        if len(window) == 1:  # one stream: 1-D slicing is measurably cheaper than 2-D
+            row = window[0]
+
+            def advance() -> int:
+                run()
+                c = nxt.item()
+                row[:-1] = row[1:]
+                row[-1] = c
+                return c
+
+        return advance, nxt
+
+    def _stateful_decoder(self, prompts: list[np.ndarray]) -> tuple[Callable[[], None], np.ndarray]:
+        spec, batch = self.spec, len(prompts)
+        here = [np.zeros((batch, s.shape[1]), np.float32) for s in spec.states]
+        there = [np.zeros_like(a) for a in here]
+        self._warm_up(prompts, here)
+        char = np.array([[p[-1]] for p in prompts], dtype=self._in_dtype)
+        nxt = np.zeros(batch, dtype=np.int64)
+        ins = [s.input for s in spec.states]
+        outs = [s.output for s in spec.states]
+        # Two bindings that swap the state buffers: step t reads `here` and writes `there`,
+        # step t+1 the other way round, so no state is ever copied.
+        runs = [
+            self._bind(
+                {spec.input.name: char, **dict(zip(ins, a, strict=True))},
+                {spec.next.name: nxt, **dict(zip(outs, b, strict=True))},
+            )
+            for a, b in ((here, there), (there, here))
+        ]
+        turn = [0]
+
+        def advance() -> None:
+            runs[turn[0]]()
+            turn[0] ^= 1
+            char[:, 0] = nxt
+
+        return advance, nxt
+
+    def _warm_up(self, prompts: list[np.ndarray], states: list[np.ndarray]) -> None:
+        """Feed every prompt but its last character, from zero state, into `states`.
+
+        Prompts of equal length share Runs; a long prompt goes through in slices of
+        WARM_UP_SLICE characters (carrying the state), which bounds the memory an RNN op
+        needs for its input projection.
+        """
+        spec = self.spec
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(len(p), []).append(i)
+        outputs = [s.output for s in spec.states]
+        for n, rows in groups.items():
+            if n < 2:
+                continue
+            ids = np.stack([prompts[i][:-1] for i in rows]).astype(self._in_dtype)
+            current = [np.zeros((len(rows), s.shape[1]), np.float32) for s in spec.states]
+            for start in range(0, n - 1, WARM_UP_SLICE):
+                feed = {spec.input.name: ids[:, start : start + WARM_UP_SLICE]}
+                feed |= {s.input: c for s, c in zip(spec.states, current, strict=True)}
+                current = self.session.run(outputs, feed)
+            for buf, value in zip(states, current, strict=True):
+                buf[rows] = value
+
+    def _bind(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> Callable:
+        """A zero-argument Run over buffers bound once (IO binding): a step allocates
+        nothing and converts nothing. The returned callable keeps the buffers alive."""
         io = self.session.io_binding()
-        io.bind_input(
-            self.spec.input.name, "cpu", 0, window.dtype, list(window.shape), window.ctypes.data
-        )
-        io.bind_output(self.spec.next.name, "cpu", 0, nxt.dtype, list(nxt.shape), nxt.ctypes.data)
+        for name, arr in inputs.items():
+            io.bind_input(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
+        for name, arr in outputs.items():
+            io.bind_output(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
         # The C-level entry point skips a Python wrapper frame: measured 15% of a step for
         # the default model. Older or newer wrappers without it get the public method.
         inner = getattr(self.session, "_sess", None)
         if inner is not None and hasattr(inner, "run_with_iobinding") and hasattr(io, "_iobinding"):
-            step = partial(inner.run_with_iobinding, io._iobinding, ort.RunOptions())
-        else:  # pragma: no cover - depends on the onnxruntime build
-            step = partial(self.session.run_with_iobinding, io)
-        return step, window, nxt
+            run = partial(inner.run_with_iobinding, io._iobinding, ort.RunOptions())
+        else:  # pragma: no cover
+            run = partial(self.session.run_with_iobinding, io)
+        # onnxruntime holds raw pointers into these arrays: they must live as long as the
+        # step does, whatever the caller keeps (freed buffers corrupt the heap).
+        run.keep_alive = (io, inputs, outputs)
+        return run
 
 
 def _check_length(length: int) -> None:
@@ -225,8 +294,13 @@ def _check_length(length: int) -> None:
 
 
 def _check_graph(spec: ModelSpec, session: ort.InferenceSession, model_path: Path) -> None:
-    """The graph must take [batch, seq_length] indices and give [batch, vocab] probabilities."""
-    inputs, outputs = session.get_inputs(), session.get_outputs()
+    """The graph must take what vocab.json says and give [batch, vocab] probabilities.
+
+    Window: char_ids [batch, seq_length]. Stateful: char_ids [batch, time] plus each state
+    [batch, units] in, and each new state out.
+    """
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
 
     def fail(problem: str) -> None:
         raise ArtifactError(
@@ -234,18 +308,25 @@ def _check_graph(spec: ModelSpec, session: ort.InferenceSession, model_path: Pat
             "copy both files from the same export"
         )
 
-    if [i.name for i in inputs] != [spec.input.name]:
-        fail(f"graph inputs are {[i.name for i in inputs]}, vocab.json says {spec.input.name!r}")
-    by_name = {o.name: o for o in outputs}
-    for tensor in (spec.output, spec.next):
-        if tensor.name not in by_name:
-            fail(f"graph has no output named {tensor.name!r}")
-        if by_name[tensor.name].type != _ORT_DTYPES[tensor.dtype]:
-            fail(f"graph output {tensor.name!r} is {by_name[tensor.name].type}")
-    out, inp = by_name[spec.output.name], inputs[0]
+    expected_inputs = [spec.input.name, *(s.input for s in spec.states)]
+    if sorted(inputs) != sorted(expected_inputs):
+        fail(f"graph inputs are {sorted(inputs)}, vocab.json says {expected_inputs}")
+    wanted = [(spec.output.name, spec.output.dtype), (spec.next.name, spec.next.dtype)]
+    wanted += [(s.output, s.dtype) for s in spec.states]
+    for name, dtype in wanted:
+        if name not in outputs:
+            fail(f"graph has no output named {name!r}")
+        if outputs[name].type != _ORT_DTYPES[dtype]:
+            fail(f"graph output {name!r} is {outputs[name].type}")
+    inp, out = inputs[spec.input.name], outputs[spec.output.name]
     if inp.type != _ORT_DTYPES[spec.input.dtype]:
         fail(f"graph input type is {inp.type}")
-    if len(inp.shape) != 2 or inp.shape[1] != spec.seq_length:
+    if len(inp.shape) != 2 or (not spec.stateful and inp.shape[1] != spec.seq_length):
         fail(f"graph input shape is {inp.shape}, vocab.json says seq_length {spec.seq_length}")
     if len(out.shape) != 2 or out.shape[1] != spec.vocab_size:
         fail(f"graph output shape is {out.shape}, vocab.json has {spec.vocab_size} characters")
+    for state in spec.states:
+        for name in (state.input, state.output):
+            shape = (inputs | outputs)[name].shape
+            if len(shape) != 2 or shape[1] != state.shape[1]:
+                fail(f"state {name!r} has shape {shape}, vocab.json says {list(state.shape)}")

@@ -33,7 +33,8 @@ def test_round_trip_keeps_every_field() -> None:
 def test_format_and_version_come_first() -> None:
     doc = json.loads(ModelSpec.from_dict(good()).to_json())
     assert list(doc)[:2] == ["format", "version"]
-    assert (doc["format"], doc["version"]) == (FORMAT_NAME, FORMAT_VERSION)
+    # A window model is written as version 1: the lowest version that can describe it.
+    assert (doc["format"], doc["version"]) == (FORMAT_NAME, 1) and FORMAT_VERSION == 2
 
 
 def test_shipped_default_model_validates() -> None:
@@ -43,8 +44,8 @@ def test_shipped_default_model_validates() -> None:
 
 
 def test_unknown_version_is_named() -> None:
-    doc = good() | {"version": 2}
-    with pytest.raises(UnsupportedVersionError, match="version 2.*upgrade rnn-textgen"):
+    doc = good() | {"version": 3}
+    with pytest.raises(UnsupportedVersionError, match="version 3.*upgrade rnn-textgen"):
         ModelSpec.from_dict(doc)
 
 
@@ -67,6 +68,8 @@ def test_unknown_version_is_named() -> None:
         ({"model_sha256": "A" * 64}, "model_sha256"),
         ({"architecture": [1]}, "architecture"),
         ({"training": "yes"}, "training"),
+        ({"mode": "stateful"}, "needs format version 2"),
+        ({"mode": "stateful", "version": 2}, "graph.states must list"),
     ],
 )
 def test_malformed_field_is_refused(change: dict[str, Any], message: str) -> None:

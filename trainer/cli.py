@@ -128,6 +128,14 @@ def main() -> None:
     help="Validate each epoch on at most this many held-out windows, evenly spread.",
 )
 @click.option(
+    "--mode",
+    type=click.Choice(["window", "stateful"]),
+    default="window",
+    show_default=True,
+    help="window: the notebook's model (last SEQ_LENGTH characters -> next). stateful: "
+    "a target at every position, exported as a step graph that carries its state.",
+)
+@click.option(
     "--strategy",
     type=click.Choice(["default", "mirrored", "multiworker"]),
     default="default",

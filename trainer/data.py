@@ -19,12 +19,15 @@ def _options() -> tf.data.Options:
     return options
 
 
-def _cutter(ids: np.ndarray, seq_length: int):
+def _cutter(ids: np.ndarray, seq_length: int, sequence: bool):
     text = tf.constant(np.asarray(ids, dtype=np.int32))
     offsets = tf.range(seq_length, dtype=tf.int32)
 
     def cut(starts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return tf.gather(text, starts[:, None] + offsets), tf.gather(text, starts + seq_length)
+        window = starts[:, None] + offsets
+        if sequence:  # many-to-many: the target at every position is the next character
+            return tf.gather(text, window), tf.gather(text, window + 1)
+        return tf.gather(text, window), tf.gather(text, starts + seq_length)
 
     return cut
 
@@ -39,6 +42,7 @@ def windows_dataset(
     epochs: tuple[int, int] = (0, 1),
     max_windows: int | None = None,
     skip_batches: int = 0,
+    sequence: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (windows [B, seq_length], next character [B]) over the windows of `ids`.
 
@@ -47,12 +51,18 @@ def windows_dataset(
     resumed run picks up with the order the interrupted one would have used.
     `max_windows` keeps an evenly strided subset (for validation on long texts).
     `skip_batches` drops batches before any window is cut (to resume mid-pass cheaply).
+
+    `sequence` (stateful models) cuts chunks instead: seq_length characters and the
+    seq_length characters one position later, every seq_length-th start (no overlap), so an
+    epoch sees each character once as a target, as char-rnn and the TF tutorial do.
     """
     n = len(ids) - seq_length
     if n < 1:
         raise ValueError(f"{len(ids)} characters make no window of {seq_length} plus a target")
-    stride = 1 if max_windows is None else max(1, -(-n // max_windows))
-    cut = _cutter(ids, seq_length)
+    step = seq_length if sequence else 1
+    count = -(-n // step)
+    stride = step * (1 if max_windows is None else max(1, -(-count // max_windows)))
+    cut = _cutter(ids, seq_length, sequence)
     if not shuffle:
         starts = tf.data.Dataset.range(0, n, stride).map(lambda s: tf.cast(s, tf.int32))
         ds = starts.batch(batch_size)
@@ -72,6 +82,12 @@ def windows_dataset(
     return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
 
 
-def steps_in(ids_len: int, seq_length: int, batch_size: int) -> int:
-    """Batches in one pass over every window."""
-    return -(-(ids_len - seq_length) // batch_size)
+def samples_in(ids_len: int, seq_length: int, sequence: bool = False) -> int:
+    """Windows (or, for sequence models, non-overlapping chunks) in one pass."""
+    n = ids_len - seq_length
+    return -(-n // seq_length) if sequence else n
+
+
+def steps_in(ids_len: int, seq_length: int, batch_size: int, sequence: bool = False) -> int:
+    """Batches in one pass over every window (or chunk)."""
+    return -(-samples_in(ids_len, seq_length, sequence) // batch_size)

@@ -15,12 +15,20 @@ from typing import Any
 
 import numpy as np
 
-from runtime.artifact import MODEL_FILE, MODEL_FILES, NEXT_NAME, VOCAB_FILE, ModelSpec, TensorSpec
+from runtime.artifact import (
+    MODEL_FILE,
+    MODEL_FILES,
+    NEXT_NAME,
+    VOCAB_FILE,
+    ModelSpec,
+    StateSpec,
+    TensorSpec,
+)
 from runtime.generator import Generator
 
 from .errors import ExportError, OutputDirError
 from .model import INPUT_NAME, OUTPUT_NAME, load_keras
-from .onnx_graph import OPSET, build, quantize_int8
+from .onnx_graph import OPSET, NotNativeError, build, quantize_int8, state_names
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +38,7 @@ PARITY_ATOL = 1e-5
 GREEDY_CHECK_LENGTH = 100
 MAX_PARITY_WINDOWS = 4096
 MAX_AGREEMENT_WINDOWS = 20_000
+MAX_PARITY_CHUNKS = 64
 CHUNK = 256
 
 
@@ -53,16 +62,20 @@ def prepare_out_dir(out_dir: Path, *, force: bool) -> None:
         )
 
 
-def run_chunked(session: Any, output: str, windows: np.ndarray) -> np.ndarray:
-    """Run `windows` through the graph CHUNK rows at a time.
+def run_chunked(
+    session: Any, output: str, windows: np.ndarray, states: tuple[StateSpec, ...] = ()
+) -> np.ndarray:
+    """Run `windows` through the graph CHUNK rows at a time (stateful graphs from zero state).
 
     An RNN op projects every time step of the whole batch at once: 4,096 windows of 100
     through an LSTM 256 would need 1.7 GB for that one tensor.
     """
-    parts = [
-        session.run([output], {INPUT_NAME: windows[i : i + CHUNK]})[0]
-        for i in range(0, len(windows), CHUNK)
-    ]
+    parts = []
+    for i in range(0, len(windows), CHUNK):
+        rows = windows[i : i + CHUNK]
+        feed = {INPUT_NAME: rows}
+        feed |= {s.input: np.zeros((len(rows), s.shape[1]), np.float32) for s in states}
+        parts.append(session.run([output], feed)[0])
     return np.concatenate(parts)
 
 
@@ -78,17 +91,53 @@ def keras_greedy(model: Any, ids: np.ndarray, seq_length: int, length: int) -> l
     return out
 
 
+def keras_greedy_stateful(model: Any, ids: np.ndarray, length: int) -> list[int]:
+    """Reference for a stateful model: the Keras sequence model re-reads the whole text
+    (from zero state) for every new character, the slow, obviously-right way."""
+    text = [int(i) for i in ids]
+    out = []
+    for _ in range(length):
+        probs = np.asarray(model(np.array([text], dtype=np.int32)))
+        nxt = int(probs[0, -1].argmax())
+        out.append(nxt)
+        text.append(nxt)
+    return out
+
+
+def _stateful_parity(session: Any, model: Any, spec: ModelSpec, chunks: np.ndarray) -> float:
+    """Step-by-step ONNX (one character per Run, state carried) vs the Keras sequence model
+    over the same chunks; also the whole chunk in one Run (the warm-up path)."""
+    chunks = np.ascontiguousarray(chunks[:MAX_PARITY_CHUNKS], dtype=np.int32)
+    expected = np.asarray(model.predict(chunks, verbose=0, batch_size=CHUNK))  # [B, T, V]
+    state = {s.input: np.zeros((len(chunks), s.shape[1]), np.float32) for s in spec.states}
+    outputs = [OUTPUT_NAME, *(s.output for s in spec.states)]
+    worst = 0.0
+    for t in range(chunks.shape[1]):
+        probs, *new = session.run(outputs, {INPUT_NAME: chunks[:, t : t + 1], **state})
+        worst = max(worst, float(np.abs(probs - expected[:, t]).max()))
+        state = {s.input: v for s, v in zip(spec.states, new, strict=True)}
+    whole = run_chunked(session, OUTPUT_NAME, chunks, spec.states)
+    return max(worst, float(np.abs(whole - expected[:, -1]).max()))
+
+
 def verify(
     model: Any, onnx_bytes: bytes, spec: ModelSpec, windows: np.ndarray, prompt: str
 ) -> dict[str, Any]:
-    """ONNX must agree with Keras: probabilities within PARITY_ATOL and identical greedy text."""
+    """ONNX must agree with Keras: probabilities within PARITY_ATOL and identical greedy text.
+
+    For a stateful model `windows` are training chunks, checked position by position.
+    """
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     windows = np.ascontiguousarray(windows[:MAX_PARITY_WINDOWS], dtype=np.int32)
-    expected = np.asarray(model.predict(windows, verbose=0, batch_size=CHUNK))
-    got = run_chunked(session, OUTPUT_NAME, windows)
-    max_diff = float(np.abs(expected - got).max())
+    if spec.stateful:
+        max_diff = _stateful_parity(session, model, spec, windows)
+        windows = windows[:MAX_PARITY_CHUNKS]
+    else:
+        expected = np.asarray(model.predict(windows, verbose=0, batch_size=CHUNK))
+        got = run_chunked(session, OUTPUT_NAME, windows)
+        max_diff = float(np.abs(expected - got).max())
     if not max_diff <= PARITY_ATOL:
         raise ExportError(
             f"ONNX and Keras probabilities differ by {max_diff:.3g} (> {PARITY_ATOL}); "
@@ -96,7 +145,10 @@ def verify(
         )
     gen = Generator(spec=spec, session=session, model_dir=Path("."))
     onnx_text = gen.generate(prompt, GREEDY_CHECK_LENGTH)[len(prompt) :]
-    keras_ids = keras_greedy(model, gen.encode(prompt), spec.seq_length, GREEDY_CHECK_LENGTH)
+    if spec.stateful:
+        keras_ids = keras_greedy_stateful(model, gen.encode(prompt), GREEDY_CHECK_LENGTH)
+    else:
+        keras_ids = keras_greedy(model, gen.encode(prompt), spec.seq_length, GREEDY_CHECK_LENGTH)
     keras_text = "".join(spec.chars[i] for i in keras_ids)
     if onnx_text != keras_text:
         raise ExportError(
@@ -130,7 +182,10 @@ def smoke_test_in_subprocess(model_dir: Path, prompt: str, precisions: list[str]
 
 
 def int8_variant(
-    onnx_bytes: bytes, eval_windows: np.ndarray, eval_source: str
+    onnx_bytes: bytes,
+    eval_windows: np.ndarray,
+    eval_source: str,
+    states: tuple[StateSpec, ...] = (),
 ) -> tuple[bytes, dict[str, Any]]:
     """Quantize, then measure how often int8 picks the same next character as fp32."""
     import onnxruntime as ort
@@ -139,8 +194,8 @@ def int8_variant(
     windows = np.ascontiguousarray(eval_windows[:MAX_AGREEMENT_WINDOWS], dtype=np.int32)
     fp32 = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     int8 = ort.InferenceSession(quantized, providers=["CPUExecutionProvider"])
-    a = run_chunked(fp32, NEXT_NAME, windows)
-    b = run_chunked(int8, NEXT_NAME, windows)
+    a = run_chunked(fp32, NEXT_NAME, windows, states)
+    b = run_chunked(int8, NEXT_NAME, windows, states)
     facts = {
         "sha256": hashlib.sha256(quantized).hexdigest(),
         "bytes": len(quantized),
@@ -167,6 +222,7 @@ def export(
     eval_windows: np.ndarray | None = None,
     eval_source: str = "training windows",
     extras: dict[str, bytes] | None = None,
+    mode: str = "window",
 ) -> ModelSpec:
     """Convert, verify, stage and publish `model` into out_dir; return the written spec.
 
@@ -182,11 +238,24 @@ def export(
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, force=force)
-    onnx_bytes, how = build(model, seq_length, len(chars))
+    try:
+        onnx_bytes, how = build(model, seq_length, len(chars), mode)
+    except NotNativeError as exc:  # only reachable for stateful models
+        raise ExportError(
+            f"cannot build a step graph for this model ({exc}); stateful export supports "
+            "SimpleRNN, LSTM and GRU layers with relu, tanh or sigmoid"
+        ) from None
+    stateful = mode == "stateful"
     spec = ModelSpec(
         chars=chars,
         seq_length=seq_length,
-        input=TensorSpec(INPUT_NAME, "int32", (None, seq_length)),
+        mode=mode,
+        states=tuple(
+            StateSpec(input=i, output=o, shape=(None, u)) for i, o, u in state_names(model)
+        )
+        if stateful
+        else (),
+        input=TensorSpec(INPUT_NAME, "int32", (None, None if stateful else seq_length)),
         output=TensorSpec(OUTPUT_NAME, "float32", (None, len(chars))),
         next=TensorSpec(NEXT_NAME, "int64", (None,)),
         model_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
@@ -203,7 +272,10 @@ def export(
     variants: dict[str, dict[str, Any]] = {}
     if quantize == "int8":
         quantized, variants["int8"] = int8_variant(
-            onnx_bytes, windows if eval_windows is None else eval_windows, eval_source
+            onnx_bytes,
+            windows if eval_windows is None else eval_windows,
+            eval_source,
+            spec.states,
         )
         files[MODEL_FILES["int8"]] = quantized
     spec = replace(spec, training={**spec.training, **facts}, variants=variants)
@@ -283,12 +355,13 @@ def reexport(
     prompt = old.training.get("sample_prompt") or "".join(old.chars[:1]) * old.seq_length
     ids = np.array([old.char_to_index[c] for c in prompt], dtype=np.int32)
     rng = np.random.default_rng(seed)
-    windows = np.concatenate(
-        [
-            np.lib.stride_tricks.sliding_window_view(ids, old.seq_length),
-            rng.integers(0, old.vocab_size, size=(1024, old.seq_length), dtype=np.int32),
-        ]
-    )
+    random_windows = rng.integers(0, old.vocab_size, size=(1024, old.seq_length), dtype=np.int32)
+    if old.stateful or len(ids) < old.seq_length:
+        windows = random_windows
+    else:
+        windows = np.concatenate(
+            [np.lib.stride_tricks.sliding_window_view(ids, old.seq_length), random_windows]
+        )
     same_dir = out_dir is None or Path(out_dir).resolve() == model_dir.resolve()
     training = {k: v for k, v in old.training.items() if k != "sample_prompt"}
     return export(
@@ -304,4 +377,5 @@ def reexport(
         quantize=quantize,
         eval_windows=eval_windows,
         eval_source=eval_source,
+        mode=old.mode,
     )

@@ -28,6 +28,7 @@ def build_model(
     activation: str = "relu",
     layers: int = 1,
     dropout: float = 0.0,
+    mode: str = "window",
 ) -> keras.Model:
     """The notebook's model, as a functional model (tf2onnx cannot convert a Sequential).
 
@@ -35,11 +36,15 @@ def build_model(
     tf.one_hot but without a windows x seq_length x vocabulary array in memory. Stacked
     layers pass their whole sequence up; dropout sits between layers and before the
     output, as in char-rnn, and is a no-op at inference (and in the exported graph).
+
+    mode "stateful" is the many-to-many model: any number of characters in, the next
+    character's probabilities at every position out ([batch, time, vocab]).
     """
-    ids = keras.Input((seq_length,), dtype="int32", name=INPUT_NAME)
+    sequence = mode == "stateful"
+    ids = keras.Input((None if sequence else seq_length,), dtype="int32", name=INPUT_NAME)
     x = keras.ops.one_hot(ids, vocab_size)
     for i in range(layers):
-        last = i == layers - 1
+        last = i == layers - 1 and not sequence
         name = f"{cell}_rnn" if layers == 1 else f"{cell}_rnn_{i + 1}"
         x = CELLS[cell](units, activation=activation, return_sequences=not last, name=name)(x)
         if dropout > 0:

@@ -49,8 +49,15 @@ def _gates(a: np.ndarray, order: list[int], n: int) -> np.ndarray:
     return np.concatenate([parts[i] for i in order], axis=-1)
 
 
-def _cell_node(layer: Any, x: str, i: int, want_sequence: bool) -> tuple[list, list, str]:
-    """ONNX node and initializers for one Keras recurrent layer reading x [L, batch, in]."""
+def _cell_node(
+    layer: Any, x: str, i: int, want_sequence: bool, initial: list[str] | None = None
+) -> tuple[list, list, str, list[str]]:
+    """ONNX node and initializers for one Keras recurrent layer reading x [L, batch, in].
+
+    Returns the nodes, the initializers, the name of the output the next stage reads (Y if
+    want_sequence, else Y_h) and the final-state outputs [Y_h] or [Y_h, Y_c]. `initial`
+    names the [1, batch, units] initial state(s) (h, and c for an LSTM); None = zeros.
+    """
     import keras
 
     cfg = layer.get_config()
@@ -87,15 +94,17 @@ def _cell_node(layer: Any, x: str, i: int, want_sequence: bool) -> tuple[list, l
         numpy_helper.from_array(np.ascontiguousarray(recurrent.T[None], np.float32), names[1]),
         numpy_helper.from_array(np.ascontiguousarray(b[None], np.float32), names[2]),
     ]
-    y, y_h = (f"l{i}_Y", "") if want_sequence else ("", f"l{i}_Yh")
-    node = helper.make_node(
-        op, [x, *names], [y, y_h], hidden_size=units, name=f"l{i}_{op}", **attrs
-    )
-    return [node], inits, y or y_h
+    inputs = [x, *names]
+    if initial:
+        inputs += ["", *initial]  # no sequence_lens: every row runs the full length
+    y = f"l{i}_Y" if want_sequence else ""
+    finals = [f"l{i}_Yh"] + ([f"l{i}_Yc"] if op == "LSTM" and initial else [])
+    node = helper.make_node(op, inputs, [y, *finals], hidden_size=units, name=f"l{i}_{op}", **attrs)
+    return [node], inits, y or finals[0], finals
 
 
-def native_graph(model: Any, seq_length: int, vocab_size: int) -> onnx.ModelProto:
-    """The inference graph for `model`, or NotNativeError if it cannot be built natively."""
+def _split_layers(model: Any) -> tuple[list[Any], Any]:
+    """The recurrent layers and the softmax Dense, or NotNativeError."""
     import keras
 
     recurrent_types = (keras.layers.SimpleRNN, keras.layers.LSTM, keras.layers.GRU)
@@ -109,40 +118,122 @@ def native_graph(model: Any, seq_length: int, vocab_size: int) -> onnx.ModelProt
             raise NotNativeError(f"layer {layer.name} ({type(layer).__name__})")
     if not cells or len(dense) != 1 or dense[0].get_config().get("activation") != "softmax":
         raise NotNativeError("expected recurrent layers followed by one softmax Dense")
+    return cells, dense[0]
 
-    axis0 = numpy_helper.from_array(np.array([0], np.int64), "axis0")
-    axis1 = numpy_helper.from_array(np.array([1], np.int64), "axis1")
-    eye = numpy_helper.from_array(np.eye(vocab_size, dtype=np.float32), "one_hot_table")
+
+def _front(vocab_size: int) -> tuple[list, list]:
+    """char_ids [batch, time] -> one-hot x0 [time, batch, vocab], plus shared constants."""
     nodes = [
         helper.make_node("Transpose", [INPUT_NAME], ["ids_tb"], perm=[1, 0], name="time_major"),
         # One-hot as a row lookup: the same numbers as tf.one_hot, without an OneHot kernel.
         helper.make_node("Gather", ["one_hot_table", "ids_tb"], ["x0"], name="one_hot"),
     ]
-    inits = [axis0, eye] + ([axis1] if len(cells) > 1 else [])
+    inits = [
+        numpy_helper.from_array(np.eye(vocab_size, dtype=np.float32), "one_hot_table"),
+        numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+    ]
+    return nodes, inits
+
+
+def _head(dense: Any) -> tuple[list, list]:
+    """hidden [batch, units] -> probs [batch, vocab]."""
+    kernel, bias = dense.get_weights()
+    inits = [
+        numpy_helper.from_array(kernel.astype(np.float32), "dense_W"),
+        numpy_helper.from_array(bias.astype(np.float32), "dense_b"),
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["hidden", "dense_W", "dense_b"], ["logits"], name="dense"),
+        helper.make_node("Softmax", ["logits"], [OUTPUT_NAME], axis=-1, name="softmax"),
+    ]
+    return nodes, inits
+
+
+def native_graph(model: Any, seq_length: int, vocab_size: int) -> onnx.ModelProto:
+    """The window model's inference graph, or NotNativeError if it cannot be built natively."""
+    cells, dense = _split_layers(model)
+    nodes, inits = _front(vocab_size)
+    if len(cells) > 1:
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
     x = "x0"
     for i, layer in enumerate(cells):
         last = i == len(cells) - 1
-        cell_nodes, cell_inits, out = _cell_node(layer, x, i, want_sequence=not last)
+        cell_nodes, cell_inits, out, _ = _cell_node(layer, x, i, want_sequence=not last)
         nodes += cell_nodes
         inits += cell_inits
         # Y is [L, 1, batch, U] (one direction), Y_h is [1, batch, U]: drop the direction axis.
         x = f"l{i}_x" if not last else "hidden"
         nodes.append(helper.make_node("Squeeze", [out, "axis1" if not last else "axis0"], [x]))
-    kernel, bias = dense[0].get_weights()
-    inits += [
-        numpy_helper.from_array(kernel.astype(np.float32), "dense_W"),
-        numpy_helper.from_array(bias.astype(np.float32), "dense_b"),
-    ]
-    nodes += [
-        helper.make_node("Gemm", ["hidden", "dense_W", "dense_b"], ["logits"], name="dense"),
-        helper.make_node("Softmax", ["logits"], [OUTPUT_NAME], axis=-1, name="softmax"),
-    ]
+    head_nodes, head_inits = _head(dense)
     graph = helper.make_graph(
-        nodes,
+        nodes + head_nodes,
         "rnn_textgen",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.INT32, ["batch", seq_length])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", vocab_size])],
-        inits,
+        inits + head_inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def state_names(model: Any) -> list[tuple[str, str, int]]:
+    """(input, output, units) of every state tensor of the step graph, in feed order."""
+    import keras
+
+    cells, _ = _split_layers(model)
+    out = []
+    for i, layer in enumerate(cells):
+        units = int(layer.get_config()["units"])
+        out.append((f"h{i}", f"h{i}_out", units))
+        if isinstance(layer, keras.layers.LSTM):
+            out.append((f"c{i}", f"c{i}_out", units))
+    return out
+
+
+def stateful_graph(model: Any, vocab_size: int) -> onnx.ModelProto:
+    """The step graph of a sequence model: any number of characters in, state carried.
+
+    Inputs: char_ids [batch, time] and every layer's state ([batch, units]: h, and c for an
+    LSTM). Outputs: probs and next for the character after the last one fed, and the new
+    states. time = 1 is one generation step; time = len(prompt) warms up in a single Run.
+    """
+    cells, dense = _split_layers(model)
+    states = state_names(model)
+    nodes, inits = _front(vocab_size)
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+    outputs = []
+    x = "x0"
+    k = 0
+    for i, layer in enumerate(cells):
+        last = i == len(cells) - 1
+        n_states = 2 if layer.__class__.__name__ == "LSTM" else 1
+        initial = []
+        for name, _, _ in states[k : k + n_states]:
+            nodes.append(helper.make_node("Unsqueeze", [name, "axis0"], [f"{name}_1bu"]))
+            initial.append(f"{name}_1bu")
+        cell_nodes, cell_inits, out, finals = _cell_node(
+            layer, x, i, want_sequence=not last, initial=initial
+        )
+        nodes += cell_nodes
+        inits += cell_inits
+        for (_, out_name, _), final in zip(states[k : k + n_states], finals, strict=True):
+            nodes.append(helper.make_node("Squeeze", [final, "axis0"], [out_name]))
+        if not last:
+            x = f"l{i}_x"
+            nodes.append(helper.make_node("Squeeze", [out, "axis1"], [x]))
+        else:
+            nodes.append(helper.make_node("Identity", [states[k][1]], ["hidden"]))
+        k += n_states
+    head_nodes, head_inits = _head(dense)
+    inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.INT32, ["batch", "time"])]
+    inputs += [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", u]) for n, _, u in states
+    ]
+    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", vocab_size])]
+    outputs += [
+        helper.make_tensor_value_info(o, TensorProto.FLOAT, ["batch", u]) for _, o, u in states
+    ]
+    graph = helper.make_graph(
+        nodes + head_nodes, "rnn_textgen_step", inputs, outputs, inits + head_inits
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
 
@@ -180,8 +271,10 @@ def finish(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def build(model: Any, seq_length: int, vocab_size: int) -> tuple[bytes, str]:
+def build(model: Any, seq_length: int, vocab_size: int, mode: str = "window") -> tuple[bytes, str]:
     """Serialized graph and the name of the path that built it ("native" or "tf2onnx")."""
+    if mode == "stateful":  # tf2onnx has no step-graph form: native only
+        return finish(stateful_graph(model, vocab_size)).SerializeToString(), "native"
     try:
         proto, how = native_graph(model, seq_length, vocab_size), "native"
     except NotNativeError:

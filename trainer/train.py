@@ -25,6 +25,7 @@ from .model import CELLS
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+MODES = ("window", "stateful")
 # Settings a resumed run may change; everything else must match the interrupted run.
 RESUME_MAY_CHANGE = frozenset(
     {"epochs", "force", "quantize", "resume", "verbose", "out_dir", "early_stopping"}
@@ -53,6 +54,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # None: one pass over every window
     max_val_windows: int | None = 20_000  # evenly strided subset of held-out windows per epoch
     strategy: str = "default"
+    mode: str = "window"  # "stateful": many-to-many training, exported as a step graph
     seed: int | None = None
     force: bool = False
     resume: bool = False
@@ -112,6 +114,8 @@ def check_config(config: TrainConfig) -> None:
     problems = []
     if config.cell not in CELLS:
         problems.append(f"cell must be one of {sorted(CELLS)}")
+    if config.mode not in MODES:
+        problems.append(f"mode must be one of {list(MODES)}")
     if config.strategy not in STRATEGIES:
         problems.append(f"strategy must be one of {list(STRATEGIES)}")
     if not 0.0 <= config.resolved_val_fraction() < 1.0:
@@ -207,7 +211,7 @@ def train(config: TrainConfig) -> ModelSpec | None:
 
     import keras
 
-    from .data import steps_in, windows_dataset
+    from .data import samples_in, steps_in, windows_dataset
     from .history import history_json, training_plot
     from .model import build_model, compile_model, load_keras
     from .state import (
@@ -237,6 +241,7 @@ def train(config: TrainConfig) -> ModelSpec | None:
                 activation=config.resolved_activation(),
                 layers=config.layers,
                 dropout=config.dropout,
+                mode=config.mode,
             )
             compile_model(
                 model,
@@ -268,7 +273,8 @@ def train(config: TrainConfig) -> ModelSpec | None:
     if config.verbose:
         callbacks.append(EpochLine(config.epochs))
 
-    per_pass = steps_in(len(train_ids), config.seq_length, config.batch_size)
+    sequence = config.mode == "stateful"
+    per_pass = steps_in(len(train_ids), config.seq_length, config.batch_size, sequence)
     steps = config.steps_per_epoch or per_pass
     # One dataset for the whole run, one permutation per pass over the windows: with an
     # explicit steps_per_epoch Keras keeps a single iterator, so the order stays a pure
@@ -282,11 +288,17 @@ def train(config: TrainConfig) -> ModelSpec | None:
         seed=seed,
         epochs=(done_batches // per_pass, -(-config.epochs * steps // per_pass)),
         skip_batches=done_batches % per_pass,
+        sequence=sequence,
     )
     val_ds = None
     if len(val_ids):
         val_ds = windows_dataset(
-            val_ids, config.seq_length, 1024, shuffle=False, max_windows=config.max_val_windows
+            val_ids,
+            config.seq_length,
+            1024 if not sequence else max(1, 16384 // config.seq_length),
+            shuffle=False,
+            max_windows=config.max_val_windows,
+            sequence=sequence,
         )
     log.info(
         "training %s %dx%d on %s windows of %d characters (%d distinct), %s held out, "
@@ -326,8 +338,14 @@ def train(config: TrainConfig) -> ModelSpec | None:
         "corpus_chars": len(corpus.text),
         "corpus_sha256": corpus_sha,
         "val_fraction": val_fraction,
-        "train_windows": int(len(train_ids) - config.seq_length),
-        "val_windows": int(max(0, len(val_ids) - config.seq_length)),
+        "mode": config.mode,
+        # samples: windows (one target each) or, stateful, chunks (seq_length targets each)
+        "train_windows" if not sequence else "train_chunks": samples_in(
+            len(train_ids), config.seq_length, sequence
+        ),
+        "val_windows" if not sequence else "val_chunks": (
+            samples_in(len(val_ids), config.seq_length, sequence) if len(val_ids) else 0
+        ),
         "max_val_windows": config.max_val_windows,
         "epochs": config.epochs,
         "epochs_run": len(history.get("loss", [])),
@@ -353,12 +371,16 @@ def train(config: TrainConfig) -> ModelSpec | None:
         "activation": config.resolved_activation(),
     }
     parity = np.lib.stride_tricks.sliding_window_view(train_ids[:-1], config.seq_length)
+    if sequence:  # whole chunks, as trained, spread over the text
+        parity = parity[:: config.seq_length]
     held_out = (
         np.lib.stride_tricks.sliding_window_view(val_ids[:-1], config.seq_length)
         if len(val_ids) > config.seq_length
         else None
     )
-    title = f"{config.cell} {config.layers}x{config.units}, window {config.seq_length}"
+    title = f"{config.cell} {config.layers}x{config.units}, " + (
+        f"stateful, chunks of {config.seq_length}" if sequence else f"window {config.seq_length}"
+    )
     spec = export(
         model,
         chars=corpus.chars,
@@ -378,6 +400,7 @@ def train(config: TrainConfig) -> ModelSpec | None:
             "history.json": history_json(history, training),
             "training.png": training_plot(history, title),
         },
+        mode=config.mode,
     )
     shutil.rmtree(state_dir(config.out_dir), ignore_errors=True)
     return spec
