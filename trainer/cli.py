@@ -121,6 +121,13 @@ def main() -> None:
     help="Batches per epoch. Default: one pass over every window.",
 )
 @click.option(
+    "--time-limit",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    metavar="MINUTES",
+    help="Stop after the last epoch that fits in this many minutes of training.",
+)
+@click.option(
     "--max-val-windows",
     type=click.IntRange(1),
     default=20_000,

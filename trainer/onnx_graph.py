@@ -199,8 +199,8 @@ def stateful_graph(model: Any, vocab_size: int) -> onnx.ModelProto:
     cells, dense = _split_layers(model)
     states = state_names(model)
     nodes, inits = _front(vocab_size)
-    inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
-    outputs = []
+    if len(cells) > 1:
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
     x = "x0"
     k = 0
     for i, layer in enumerate(cells):

@@ -28,7 +28,7 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 MODES = ("window", "stateful")
 # Settings a resumed run may change; everything else must match the interrupted run.
 RESUME_MAY_CHANGE = frozenset(
-    {"epochs", "force", "quantize", "resume", "verbose", "out_dir", "early_stopping"}
+    {"epochs", "force", "quantize", "resume", "verbose", "out_dir", "early_stopping", "time_limit"}
 )
 
 
@@ -52,6 +52,7 @@ class TrainConfig:
     val_fraction: float | None = None  # None: 0.1 for a corpus file, 0 for the sentence
     early_stopping: int | None = None  # patience in epochs, on validation loss
     steps_per_epoch: int | None = None  # None: one pass over every window
+    time_limit: float | None = None  # minutes of training; stops after the last epoch that fits
     max_val_windows: int | None = 20_000  # evenly strided subset of held-out windows per epoch
     strategy: str = "default"
     mode: str = "window"  # "stateful": many-to-many training, exported as a step graph
@@ -218,6 +219,7 @@ def train(config: TrainConfig) -> ModelSpec | None:
         EpochCheckpoint,
         EpochLine,
         ResumableEarlyStopping,
+        TimeLimit,
         load_best_weights,
         state_dir,
     )
@@ -270,6 +272,8 @@ def train(config: TrainConfig) -> ModelSpec | None:
             extra={"corpus_sha256": corpus_sha},
         )
     )
+    if config.time_limit is not None:
+        callbacks.append(TimeLimit(config.time_limit * 60))
     if config.verbose:
         callbacks.append(EpochLine(config.epochs))
 

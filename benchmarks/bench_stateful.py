@@ -1,0 +1,109 @@
+"""Stateful step graphs against window models: cost per character, context, warm-up.
+
+Usage: python benchmarks/bench_stateful.py [--units 256] [--window 100] [--output FILE]
+
+Trains (briefly: timing does not depend on how well a model is trained) an LSTM window
+model with seq_length 100 and a stateful LSTM of the same size on the King James Bible,
+exports both through the verified export, and measures in this one run:
+- per-character generation cost of the stateful model after a 10- and a 2,000-character
+  prompt (it should not depend on context);
+- per-character cost of the window model (it re-reads 100 characters per step);
+- how fast the stateful model consumes a prompt (one Run) against its generation rate.
+Writes the "stateful" section of BENCHMARKS.md (or --output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpora import kjv  # noqa: E402
+from report import machine, median_time, write_section  # noqa: E402
+
+import trainer  # noqa: E402,F401  (quiets TensorFlow's C++ logging before it loads)
+from runtime import Generator  # noqa: E402
+from trainer.train import TrainConfig, train  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--units", type=int, default=256)
+    ap.add_argument("--window", type=int, default=100)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke test)")
+    ap.add_argument("--output", type=Path, default=None)
+    args = ap.parse_args()
+
+    text = kjv().read_text(encoding="utf-8")
+    repeats = 3 if args.quick else 7
+    n = 100 if args.quick else 400
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        corpus = tmp / "corpus.txt"
+        corpus.write_text(text[:300_000], encoding="utf-8")
+        common = {
+            "corpus": corpus,
+            "cell": "lstm",
+            "units": args.units,
+            "seq_length": args.window,
+            "epochs": 1,
+            "steps_per_epoch": 20,
+            "batch_size": 64,
+            "seed": 0,
+            "max_val_windows": 2000,
+        }
+        train(TrainConfig(out_dir=tmp / "window", **common))
+        train(TrainConfig(out_dir=tmp / "stateful", mode="stateful", **common))
+        window = Generator.load(tmp / "window")
+        stateful = Generator.load(tmp / "stateful")
+
+        short = text[:10]
+        long = text[:2000]
+        window_prompt = text[: args.window]
+
+        def per_char(gen: Generator, prompt: str) -> float:
+            # Time `n` characters, minus the prompt's own cost (generating 1 character).
+            whole = median_time(lambda: gen.generate(prompt, n + 1), repeats)
+            first = median_time(lambda: gen.generate(prompt, 1), repeats)
+            return (whole - first) / n * 1e6
+
+        us_short = per_char(stateful, short)
+        us_long = per_char(stateful, long)
+        us_window = per_char(window, window_prompt)
+        warm = median_time(lambda: stateful.generate(long, 1), repeats)
+        warm_rate = len(long) / warm  # characters consumed per second, one Run
+        gen_rate = 1e6 / us_long
+
+    drift = abs(us_long - us_short) / us_short
+    speedup = us_window / us_long
+    warm_ratio = warm_rate / gen_rate
+    lines = [
+        "## Stateful step graphs (`benchmarks/bench_stateful.py`)",
+        "",
+        f"LSTM {args.units} units on the King James Bible; the window model reads "
+        f"{args.window} characters per step, the stateful model one (plus its state).",
+        "",
+        "| measure | value | target |",
+        "|---|---:|---|",
+        f"| stateful, µs per character after a 10-character prompt | {us_short:,.1f} | |",
+        f"| stateful, µs per character after a 2,000-character prompt | {us_long:,.1f} | "
+        f"within 10%: {'yes' if drift <= 0.10 else '**no**'} ({drift:.1%}) |",
+        f"| window ({args.window}), µs per character | {us_window:,.1f} | |",
+        f"| stateful speed-up over the window model | {speedup:,.1f}× | ≥ 20×: "
+        f"{'yes' if speedup >= 20 else '**no**'} |",
+        f"| prompt consumed (one Run for 2,000 characters) | {warm_rate:,.0f} chars/s | |",
+        f"| generation rate | {gen_rate:,.0f} chars/s | |",
+        f"| warm-up rate / generation rate | {warm_ratio:,.1f}× | ≥ 5×: "
+        f"{'yes' if warm_ratio >= 5 else '**no**'} |",
+        "",
+        f"Medians of {repeats} runs of {n} characters. Machine: {machine()}.",
+    ]
+    body = "\n".join(lines)
+    write_section("stateful", body, path=args.output)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
