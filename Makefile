@@ -16,8 +16,8 @@ demo: $(BIN)/python
 # Everything (trainer, TensorFlow, test tools), then lint and the whole suite.
 test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[train,test,bench]'
-	$(BIN)/ruff check runtime trainer tests benchmarks
-	$(BIN)/ruff format --check runtime trainer tests benchmarks
+	$(BIN)/ruff check runtime trainer tests benchmarks examples
+	$(BIN)/ruff format --check runtime trainer tests benchmarks examples
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/python

@@ -1,6 +1,7 @@
 """rnn-textgen runtime: load an exported model and generate text with onnxruntime and NumPy."""
 
 from .artifact import ModelSpec, TensorSpec, default_model_dir
+from .decoding import GenerationOptions
 from .errors import (
     ArtifactError,
     GenerationSettingsError,
@@ -15,6 +16,7 @@ __all__ = [
     "MAX_LENGTH",
     "ArtifactError",
     "GenerationSettingsError",
+    "GenerationOptions",
     "Generator",
     "ModelNotFoundError",
     "ModelSpec",

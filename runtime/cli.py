@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
 import click
 
 from .artifact import MODEL_FILE, MODEL_FILES, VOCAB_FILE
+from .decoding import GenerationOptions
 from .errors import TextgenError
 from .generator import MAX_LENGTH, Generator
 
@@ -52,7 +57,43 @@ THREADS_OPTION = click.option(
     type=click.IntRange(1, MAX_LENGTH),
     default=50,
     show_default=True,
-    help="Number of characters to generate.",
+    help="Most characters to generate.",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Sample, with probabilities sharpened (<1) or flattened (>1).  [default: greedy]",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(1),
+    default=None,
+    help="Sample from the K most likely characters.",
+)
+@click.option(
+    "--top-p",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Sample from the smallest set of characters with probability >= P.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0),
+    default=None,
+    help="Seed for sampling: the same seed gives the same text.",
+)
+@click.option(
+    "--stop",
+    multiple=True,
+    metavar="STRING",
+    help="End when the text ends with STRING (repeatable).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object (JSON Lines with --prompts-file).",
 )
 @click.option(
     "--prompts-file",
@@ -67,36 +108,112 @@ def generate(
     prompt: str | None,
     model_dir: Path | None,
     length: int,
-    precision: str,
+    temperature: float | None,
+    top_k: int | None,
+    top_p: float | None,
+    seed: int | None,
+    stop: tuple[str, ...],
+    as_json: bool,
     prompts_file: TextIO | None,
+    precision: str,
     threads: int,
 ) -> None:
-    """Print PROMPT followed by LENGTH greedily generated characters, as they are produced.
+    """Print PROMPT followed by up to LENGTH generated characters, as they are produced.
 
-    Without PROMPT, the model's sample prompt (the start of its training corpus) is used.
+    Greedy by default. PROMPT '-' reads the prompt from stdin; without PROMPT the model's
+    sample prompt (the start of its training corpus) is used.
     """
     if prompt is not None and prompts_file is not None:
         raise click.UsageError("give either PROMPT or --prompts-file, not both")
     try:
-        if prompts_file is not None:
-            prompts = _read_prompts(prompts_file)
+        options = GenerationOptions(
+            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=stop
+        )
+        if prompt == "-":
+            prompt = _read_stdin_prompt()
+        prompts = _read_prompts(prompts_file) if prompts_file is not None else None
         gen = Generator.load(model_dir, precision=precision, threads=threads)
-        if prompts_file is not None:
-            for text in gen.generate_batch(prompts, length):
-                click.echo(text)
+        if prompts is not None:
+            start = time.perf_counter()
+            texts = gen.generate_batch(prompts, length, options)
+            seconds = time.perf_counter() - start
+            for p, text in zip(prompts, texts, strict=True):
+                click.echo(_json(gen, p, text, options, length, seconds) if as_json else text)
             return
         if prompt is None:
             prompt = gen.spec.training.get("sample_prompt", "")
-        chars = gen.stream(prompt, length)
-        out = sys.stdout
+        chars = gen.stream(prompt, length, options)
+        if as_json:
+            start = time.perf_counter()
+            text = prompt + "".join(chars)
+            click.echo(_json(gen, prompt, text, options, length, time.perf_counter() - start))
+            return
+        _print_stream(prompt, chars)
+    except TextgenError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _print_stream(prompt: str, chars: Iterator[str]) -> None:
+    """Write the prompt, then each character as it comes; Ctrl-C keeps what was printed."""
+    out = sys.stdout
+    # Per-character flushes are for a person watching; a pipe gets whole buffers.
+    live = out.isatty()
+    try:
         out.write(prompt)
         out.flush()
         for ch in chars:
             out.write(ch)
-            out.flush()
+            if live:
+                out.flush()
         out.write("\n")
-    except TextgenError as exc:
-        raise click.ClickException(str(exc)) from None
+        out.flush()
+    except KeyboardInterrupt:
+        out.write("\n")
+        out.flush()
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:  # `textgen generate ... | head -c 20`: the reader left, not an error
+        sys.stderr.close()
+        os._exit(0)
+
+
+def _read_stdin_prompt() -> str:
+    text = sys.stdin.read()
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _json(
+    gen: Generator,
+    prompt: str,
+    text: str,
+    options: GenerationOptions,
+    length: int,
+    seconds: float,
+) -> str:
+    generated = text[len(prompt) :]
+    # Generation ends before LENGTH only at a stop string.
+    stopped = "stop" if generated and any(text.endswith(s) for s in options.stop) else "length"
+    return json.dumps(
+        {
+            "prompt": prompt,
+            "text": generated,
+            "output": text,
+            "stopped": stopped,
+            "settings": {**options.to_dict(), "length": length},
+            "model": {
+                "dir": str(gen.model_dir),
+                "mode": gen.spec.mode,
+                "precision": gen.precision,
+                "sha256": gen.spec.model_file(gen.precision)[1],
+            },
+            "timing": {
+                "seconds": round(seconds, 6),
+                "characters": len(generated),
+                "characters_per_second": round(len(generated) / seconds, 1) if seconds else None,
+            },
+        },
+        ensure_ascii=False,
+    )
 
 
 def _read_prompts(fh: TextIO) -> list[str]:

@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .artifact import MODEL_FILES, ModelSpec, default_model_dir, sha256_file
+from .decoding import GenerationOptions, Sampler, ends_with_stop
 from .errors import ArtifactError, GenerationSettingsError, ModelNotFoundError, PromptError
 
 # Far beyond any useful greedy continuation of a window model, small enough that a typo
@@ -142,32 +143,50 @@ class Generator:
             )
         return np.fromiter((index[c] for c in prompt), dtype=self._in_dtype, count=len(prompt))
 
-    def stream(self, prompt: str, length: int) -> Iterator[str]:
-        """Yield `length` new characters one at a time, greedily.
+    def stream(
+        self, prompt: str, length: int, options: GenerationOptions | None = None
+    ) -> Iterator[str]:
+        """Yield up to `length` new characters one at a time, as they are produced.
 
-        A window model does what the notebook's loop does: the last seq_length characters
-        go in, the argmax comes out and is appended. A stateful model reads the whole
-        prompt once, then one character per step, carrying its state. The prompt is
-        validated before the first character is produced.
+        Greedy unless `options` say otherwise. A window model does what the notebook's loop
+        does: the last seq_length characters go in, the choice comes out and is appended. A
+        stateful model reads the whole prompt once, then one character per step, carrying
+        its state. Everything is validated before the first character is produced; the
+        stream ends early when the text ends with one of `options.stop`.
         """
+        options = _options(options)
         _check_length(length)
         ids = self.encode(prompt)
-        return self._stream(ids, length)
+        return self._stream(prompt, ids, length, options)
 
-    def _stream(self, ids: np.ndarray, length: int) -> Iterator[str]:
-        advance, nxt = self._decoder([ids])
+    def _stream(
+        self, prompt: str, ids: np.ndarray, length: int, options: GenerationOptions
+    ) -> Iterator[str]:
+        advance, nxt = self._decoder([ids], None if options.greedy else Sampler(options))
         chars = self.spec.chars
-        for _ in range(length):
+        stops = options.stop
+        # Only the tail can end with a stop string: keep as much of it as the longest one.
+        keep = max((len(stop) for stop in stops), default=0)
+        tail = prompt[-keep:] if keep else ""
+        for i in range(length):
             advance()
-            yield chars[nxt.item()]
+            ch = chars[nxt.item()]
+            yield ch
+            if stops:
+                tail = (tail + ch)[-keep:]
+                if ends_with_stop(tail, stops, i + 1):
+                    return
 
-    def generate(self, prompt: str, length: int) -> str:
-        """Return `prompt` followed by `length` greedily generated characters."""
-        _check_length(length)
-        return prompt + "".join(self._stream(self.encode(prompt), length))
+    def generate(self, prompt: str, length: int, options: GenerationOptions | None = None) -> str:
+        """Return `prompt` followed by up to `length` generated characters (greedy unless
+        `options` say otherwise; fewer if a stop string ends the text)."""
+        return prompt + "".join(self.stream(prompt, length, options))
 
-    def generate_batch(self, prompts: Sequence[str], length: int) -> list[str]:
+    def generate_batch(
+        self, prompts: Sequence[str], length: int, options: GenerationOptions | None = None
+    ) -> list[str]:
         """`generate` for many prompts at once: one onnxruntime Run per step for all of them."""
+        options = _options(options)
         _check_length(length)
         if isinstance(prompts, str) or not 1 <= len(prompts) <= MAX_BATCH:
             raise GenerationSettingsError(f"prompts must be a list of 1 to {MAX_BATCH} strings")
@@ -177,50 +196,68 @@ class Generator:
                 encoded.append(self.encode(prompt))
             except PromptError as exc:
                 raise PromptError(f"prompt {i + 1} of {len(prompts)}: {exc}") from None
-        advance, nxt = self._decoder(encoded)
+        advance, nxt = self._decoder(encoded, None if options.greedy else Sampler(options))
         out = np.empty((length, len(prompts)), dtype=np.int64)
         for t in range(length):
             advance()
             out[t] = nxt
-        texts = self._char_table[out.T]
-        return [p + "".join(row) for p, row in zip(prompts, texts, strict=True)]
+        texts = ["".join(row) for row in self._char_table[out.T]]
+        if options.stop:
+            texts = [_cut_at_stop(p, t, options.stop) for p, t in zip(prompts, texts, strict=True)]
+        return [p + t for p, t in zip(prompts, texts, strict=True)]
 
-    def _decoder(self, prompts: list[np.ndarray]) -> tuple[Callable[[], object], np.ndarray]:
-        """Greedy decoding state for encoded prompts, owned by this call.
+    def _decoder(
+        self, prompts: list[np.ndarray], sampler: Sampler | None = None
+    ) -> tuple[Callable[[], object], np.ndarray]:
+        """Decoding state for encoded prompts, owned by this call.
 
         Returns `advance` and the `next` array: each advance() writes every row's next
         character into `next` and feeds it back, so the following call continues the text.
+        Greedy decoding reads the graph's own argmax (`next`); sampling reads `probs`.
         """
+        batch = len(prompts)
+        nxt = np.zeros(batch, dtype=np.int64)
+        pick: Callable[[], None] | None = None
+        if sampler is None:
+            target = {self.spec.next.name: nxt}
+        else:
+            probs = np.zeros((batch, self.spec.vocab_size), dtype=np.float32)
+            target = {self.spec.output.name: probs}
+            pick = partial(sampler, probs, nxt)
         if self.spec.stateful:
-            return self._stateful_decoder(prompts)
+            return self._stateful_decoder(prompts, target, pick, nxt), nxt
         window = np.stack([p[-self.spec.seq_length :] for p in prompts]).astype(self._in_dtype)
-        nxt = np.zeros(len(window), dtype=np.int64)
-        run = self._bind({self.spec.input.name: window}, {self.spec.next.name: nxt})
+        run = self._bind({self.spec.input.name: window}, target)
 
         def advance() -> None:
             run()
+            if pick is not None:
+                pick()
             window[:, :-1] = window[:, 1:]  # shift in place: no allocation per step
             window[:, -1] = nxt
 
-        if len(window) == 1:  # one stream: 1-D slicing is measurably cheaper than 2-D
+        if batch == 1 and pick is None:  # one greedy stream: 1-D slicing is cheaper than 2-D
             row = window[0]
 
-            def advance() -> int:
+            def advance() -> None:
                 run()
-                c = nxt.item()
                 row[:-1] = row[1:]
-                row[-1] = c
-                return c
+                row[-1] = nxt.item()
 
         return advance, nxt
 
-    def _stateful_decoder(self, prompts: list[np.ndarray]) -> tuple[Callable[[], None], np.ndarray]:
+    def _stateful_decoder(
+        self,
+        prompts: list[np.ndarray],
+        target: dict[str, np.ndarray],
+        pick: Callable[[], None] | None,
+        nxt: np.ndarray,
+    ) -> Callable[[], None]:
         spec, batch = self.spec, len(prompts)
         here = [np.zeros((batch, s.shape[1]), np.float32) for s in spec.states]
         there = [np.zeros_like(a) for a in here]
         self._warm_up(prompts, here)
         char = np.array([[p[-1]] for p in prompts], dtype=self._in_dtype)
-        nxt = np.zeros(batch, dtype=np.int64)
         ins = [s.input for s in spec.states]
         outs = [s.output for s in spec.states]
         # Two bindings that swap the state buffers: step t reads `here` and writes `there`,
@@ -228,7 +265,7 @@ class Generator:
         runs = [
             self._bind(
                 {spec.input.name: char, **dict(zip(ins, a, strict=True))},
-                {spec.next.name: nxt, **dict(zip(outs, b, strict=True))},
+                {**target, **dict(zip(outs, b, strict=True))},
             )
             for a, b in ((here, there), (there, here))
         ]
@@ -237,9 +274,11 @@ class Generator:
         def advance() -> None:
             runs[turn[0]]()
             turn[0] ^= 1
+            if pick is not None:
+                pick()
             char[:, 0] = nxt
 
-        return advance, nxt
+        return advance
 
     def _warm_up(self, prompts: list[np.ndarray], states: list[np.ndarray]) -> None:
         """Feed every prompt but its last character, from zero state, into `states`.
@@ -284,6 +323,25 @@ class Generator:
         # step does, whatever the caller keeps (freed buffers corrupt the heap).
         run.keep_alive = (io, inputs, outputs)
         return run
+
+
+def _options(options: GenerationOptions | None) -> GenerationOptions:
+    if options is None:
+        return GenerationOptions()
+    if not isinstance(options, GenerationOptions):
+        raise GenerationSettingsError("options must be a runtime.GenerationOptions")
+    return options
+
+
+def _cut_at_stop(prompt: str, text: str, stops: Sequence[str]) -> str:
+    """`text` up to and including the first stop string that ends inside it."""
+    keep = max(len(s) for s in stops)
+    tail = prompt[-keep:]
+    for i, ch in enumerate(text):
+        tail = (tail + ch)[-keep:]
+        if ends_with_stop(tail, stops, i + 1):
+            return text[: i + 1]
+    return text
 
 
 def _check_length(length: int) -> None:

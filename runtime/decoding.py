@@ -1,0 +1,118 @@
+"""Decoding settings and sampling: greedy by default; temperature, top-k, top-p, seed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import GenerationSettingsError
+
+MAX_STOPS = 16
+MAX_STOP_LENGTH = 1000
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Per-call settings. None means "the model's default", which is greedy decoding.
+
+    Setting temperature, top_k or top_p samples instead: probabilities are sharpened or
+    flattened by `temperature` (default 1.0), cut to the `top_k` most likely characters
+    and to the smallest set whose probability reaches `top_p`, then drawn from with a
+    generator seeded by `seed`: the same seed gives the same text every run, and each
+    prompt of a batch the text it would get alone.
+    Generation ends early when the text ends with one of `stop`.
+    """
+
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        t, k, p = self.temperature, self.top_k, self.top_p
+        if t is not None and not (_real(t) and t > 0 and math.isfinite(t)):
+            raise GenerationSettingsError(f"temperature must be a number above 0, got {t!r}")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise GenerationSettingsError(f"top_k must be a whole number of at least 1, got {k!r}")
+        if p is not None and not (_real(p) and 0 < p <= 1):
+            raise GenerationSettingsError(f"top_p must be in (0, 1], got {p!r}")
+        seed = self.seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise GenerationSettingsError(
+                f"seed must be a whole number of at least 0, got {seed!r}"
+            )
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        if len(stop) > MAX_STOPS or not all(
+            isinstance(s, str) and 0 < len(s) <= MAX_STOP_LENGTH for s in stop
+        ):
+            raise GenerationSettingsError(
+                f"stop must be at most {MAX_STOPS} non-empty strings of at most "
+                f"{MAX_STOP_LENGTH} characters"
+            )
+        object.__setattr__(self, "stop", stop)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature is None and self.top_k is None and self.top_p is None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "decoding": "greedy" if self.greedy else "sample",
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": list(self.stop),
+        }
+
+
+def _real(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+class Sampler:
+    """Draws one character per row from a batch of probability rows, reproducibly."""
+
+    def __init__(self, options: GenerationOptions) -> None:
+        self.temperature = options.temperature or 1.0
+        self.top_k = options.top_k
+        self.top_p = options.top_p
+        self.rng = np.random.default_rng(options.seed)
+        # With a seed, every row draws the seed's t-th number at step t: a prompt in a batch
+        # gets exactly the text it would get alone. Without one, rows draw independently.
+        self.shared = options.seed is not None
+
+    def __call__(self, probs: np.ndarray, out: np.ndarray) -> None:
+        """Write one drawn index per row of `probs` [batch, vocab] into `out` [batch]."""
+        # Work in log space: p ** (1 / T) without overflow, and -inf marks cut characters.
+        with np.errstate(divide="ignore"):
+            logp = np.log(probs.astype(np.float64)) / self.temperature
+        vocab = logp.shape[1]
+        if self.top_k is not None and self.top_k < vocab:
+            kth = np.partition(logp, vocab - self.top_k, axis=1)[:, vocab - self.top_k]
+            logp[logp < kth[:, None]] = -np.inf
+        p = np.exp(logp - logp.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        if self.top_p is not None and self.top_p < 1:
+            order = np.argsort(-p, axis=1, kind="stable")
+            ranked = np.take_along_axis(p, order, axis=1)
+            # Keep the most likely characters until their mass reaches top_p (at least one).
+            cut = (np.cumsum(ranked, axis=1) - ranked) >= self.top_p
+            ranked[cut] = 0.0
+            p = np.zeros_like(p)
+            np.put_along_axis(p, order, ranked, axis=1)
+        cdf = np.cumsum(p, axis=1)
+        u = self.rng.random(1 if self.shared else len(p))[:, None] * cdf[:, -1:]
+        np.minimum((cdf <= u).sum(axis=1), vocab - 1, out=out)
+
+
+def ends_with_stop(text: str, stops: Sequence[str], generated: int) -> str | None:
+    """The stop string `text` ends with, counting only matches that end in generated text."""
+    for stop in stops:
+        if generated >= 1 and text.endswith(stop):
+            return stop
+    return None
