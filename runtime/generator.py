@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -10,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .artifact import MODEL_FILES, ModelSpec, default_model_dir, sha256_file
+from .artifact import MODEL_FILES, ModelSpec, default_model_dir
 from .decoding import GenerationOptions, Sampler, ends_with_stop
 from .errors import ArtifactError, GenerationSettingsError, ModelNotFoundError, PromptError
+from .onnx_scan import ScanResult, scan
 
 # Far beyond any useful greedy continuation of a window model, small enough that a typo
 # (an extra zero or three) is caught before it pins a device's CPU for minutes.
@@ -27,6 +29,12 @@ _ORT_DTYPES = {
 
 # A batch this size already saturates a core; more is almost certainly a mistake in a script.
 MAX_BATCH = 65_536
+# Far above any character model (an LSTM 1024 x 3 is about 100 MB); a cap on what a hostile
+# or mistaken file can make the runtime read and hash.
+MAX_MODEL_BYTES = 512 * 1024 * 1024
+# Operator domains a model may use: the standard ones, and onnxruntime's own contrib domain
+# where int8 kernels (DynamicQuantizeLSTM) live. Anything else needs a custom-op library.
+ALLOWED_DOMAINS = {"fp32": {"", "ai.onnx"}, "int8": {"", "ai.onnx", "com.microsoft"}}
 # Stateful warm-up slices: an LSTM 256 projects a 4,096-character slice in 16 MB per prompt.
 WARM_UP_SLICE = 4096
 
@@ -77,12 +85,15 @@ class Generator:
         precision: str = "fp32",
         threads: int = 1,
         memory_arena: bool = False,
+        max_model_bytes: int = MAX_MODEL_BYTES,
     ) -> Generator:
         """Load `path` (a directory with model.onnx and vocab.json; None = the default model).
 
         `precision` "int8" loads the quantized variant (model.int8.onnx) instead.
-        Checks the graph file against the sha256 in vocab.json before onnxruntime parses it,
-        then checks the graph's inputs and outputs against vocab.json.
+        Before onnxruntime sees the graph, refuses a file over `max_model_bytes`, one whose
+        sha256 differs from vocab.json's, one that references external data, and one that
+        uses operators outside the standard domains (plus onnxruntime's own com.microsoft
+        for int8); afterwards, checks the graph's inputs and outputs against vocab.json.
         """
         if precision not in MODEL_FILES:
             raise GenerationSettingsError(
@@ -103,14 +114,17 @@ class Generator:
             raise ModelNotFoundError(
                 f"{model_path} not found; re-export the model with textgen-train export"
             )
-        if sha256_file(model_path) != sha256:
+        data = _read_limited(model_path, max_model_bytes)
+        # Hash, vet and load the same bytes: a file swapped after the check is never run.
+        if hashlib.sha256(data).hexdigest() != sha256:
             raise ArtifactError(
                 f"{model_path} does not match the sha256 in vocab.json (corrupt, truncated or "
                 "from another export); copy both files from the same export"
             )
+        _vet(scan(data, str(model_path)), precision, model_path)
         try:
             session = ort.InferenceSession(
-                str(model_path),
+                data,
                 sess_options=session_options(threads, memory_arena=memory_arena),
                 providers=["CPUExecutionProvider"],
             )
@@ -323,6 +337,31 @@ class Generator:
         # step does, whatever the caller keeps (freed buffers corrupt the heap).
         run.keep_alive = (io, inputs, outputs)
         return run
+
+
+def _read_limited(path: Path, limit: int) -> bytes:
+    size = path.stat().st_size
+    if size > limit:
+        raise ArtifactError(
+            f"{path} is {size:,} bytes, over the {limit:,}-byte limit; if it is really yours, "
+            "raise max_model_bytes"
+        )
+    with path.open("rb") as fh:
+        return fh.read(limit + 1)[:limit]
+
+
+def _vet(found: ScanResult, precision: str, path: Path) -> None:
+    if found.external_data:
+        raise ArtifactError(
+            f"{path} references external data files; rnn-textgen models are self-contained, "
+            "so this file was not made by textgen-train"
+        )
+    odd = sorted(found.domains - ALLOWED_DOMAINS[precision])
+    if odd:
+        raise ArtifactError(
+            f"{path} uses operators from domain(s) {', '.join(map(repr, odd))}, outside the "
+            "standard ones; refusing to load it"
+        )
 
 
 def _options(options: GenerationOptions | None) -> GenerationOptions:

@@ -29,6 +29,7 @@ from runtime.generator import Generator
 from .errors import ExportError, OutputDirError
 from .model import INPUT_NAME, OUTPUT_NAME, load_keras
 from .onnx_graph import OPSET, NotNativeError, build, quantize_int8, state_names
+from .publish import make_staging, publish
 
 log = logging.getLogger(__name__)
 
@@ -223,14 +224,15 @@ def export(
     eval_source: str = "training windows",
     extras: dict[str, bytes] | None = None,
     mode: str = "window",
+    drop: tuple[str, ...] = (),
 ) -> ModelSpec:
     """Convert, verify, stage and publish `model` into out_dir; return the written spec.
 
     `quantize="int8"` adds model.int8.onnx, whose agreement with fp32 is measured on
     `eval_windows` (default: `windows`). `extras` (history.json, training.png) are
-    published with the model. Until the final renames nothing in out_dir changes,
-    so an interrupted or failed export leaves the previous model intact. vocab.json, which
-    holds the graphs' sha256, is renamed last: it is the commit point of the new model.
+    published with the model. Until the final swap nothing in out_dir changes, so an
+    interrupted or failed export leaves the previous model intact (see trainer.publish).
+    Entries named in `drop` (the training state) leave out_dir in the same step.
     """
     import tensorflow as tf
 
@@ -280,23 +282,22 @@ def export(
         files[MODEL_FILES["int8"]] = quantized
     spec = replace(spec, training={**spec.training, **facts}, variants=variants)
 
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    staging = make_staging(out_dir)
     try:
         extras = extras or {}
         for name, data in {**files, **extras}.items():
             _write_synced(staging / name, data)
         _write_synced(staging / VOCAB_FILE, spec.to_json().encode())
         model.save(staging / KERAS_FILE)
-        _fsync_path(staging / KERAS_FILE)
         smoke_test_in_subprocess(staging, prompt, spec.precisions)
-        # vocab.json last: see the docstring. Files of the previous model that the new one
-        # does not have (an int8 variant) go after the commit, so they are never orphaned
-        # while the old vocab.json still lists them.
-        for name in (*extras, KERAS_FILE, *files, VOCAB_FILE):
-            os.replace(staging / name, out_dir / name)
-        _fsync_path(out_dir)
-        for name in set(MODEL_FILES.values()) - set(files):
-            (out_dir / name).unlink(missing_ok=True)
+        # One atomic swap of the whole directory (see trainer.publish); a variant the new
+        # model does not have (int8) is dropped, everything else in out_dir is kept.
+        publish(
+            staging,
+            out_dir,
+            new=[*extras, KERAS_FILE, *files, VOCAB_FILE],
+            remove=(set(MODEL_FILES.values()) - set(files)) | set(drop),
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.debug("exported %s (sha256 %s)", out_dir / MODEL_FILE, spec.model_sha256)
@@ -308,14 +309,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def reexport(

@@ -216,12 +216,12 @@ def train(config: TrainConfig) -> ModelSpec | None:
     from .history import history_json, training_plot
     from .model import build_model, compile_model, load_keras
     from .state import (
+        STATE_DIR,
         EpochCheckpoint,
         EpochLine,
         ResumableEarlyStopping,
         TimeLimit,
         load_best_weights,
-        state_dir,
     )
 
     saved_config = progress.get("config", {})
@@ -405,8 +405,8 @@ def train(config: TrainConfig) -> ModelSpec | None:
             "training.png": training_plot(history, title),
         },
         mode=config.mode,
+        drop=(STATE_DIR,),  # the finished run's checkpoints go in the same atomic step
     )
-    shutil.rmtree(state_dir(config.out_dir), ignore_errors=True)
     return spec
 
 
