@@ -26,6 +26,12 @@ bench: $(BIN)/python
 	$(BIN)/python benchmarks/bench_footprint.py
 	$(BIN)/python benchmarks/bench_int8.py
 	$(BIN)/python benchmarks/check_compat.py
+	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_stateful.py
+	$(BIN)/python benchmarks/fuzz_models.py
+	$(BIN)/python benchmarks/kill_trials.py
+	$(BIN)/python benchmarks/soak.py
+	$(BIN)/python benchmarks/bench_quality.py
 
 # Retrains the shipped model exactly as artifacts/default/MODEL_CARD.md says.
 default-model: $(BIN)/python
