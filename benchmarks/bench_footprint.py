@@ -17,11 +17,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
+
+from runtime.bench import measure_child  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,13 +39,8 @@ def tree_mb(path: Path) -> float:
 
 def child(cmd: list[str], cwd: Path) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, cwd=cwd)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{cmd} failed")
-    return elapsed, usage.ru_maxrss / 1024
+    seconds, peak, _ = measure_child(cmd, cwd=cwd)
+    return seconds, peak
 
 
 def main() -> None:

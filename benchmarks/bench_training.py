@@ -17,9 +17,7 @@ Writes the "training" section of BENCHMARKS.md (or --output).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,21 +30,15 @@ from corpora import kjv  # noqa: E402
 from report import machine, write_section  # noqa: E402
 
 import trainer  # noqa: E402,F401  (quiets TensorFlow's C++ logging before it loads)
+from runtime.bench import measure_child  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def peak_rss_mb(cmd: list[str]) -> tuple[float, float, str]:
     """Peak RSS (MB) and wall seconds of a child process, and its last line of output."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
-    )
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{out[-2000:]}")
-    return usage.ru_maxrss / 1024, time.perf_counter() - start, out.strip().splitlines()[-1]
+    seconds, peak, output = measure_child(cmd, cwd=REPO)
+    return peak, seconds, output.strip().splitlines()[-1]
 
 
 def throughput(text: str, seq_length: int, units: int, batch: int, epochs: int) -> dict:

@@ -39,17 +39,19 @@ class BenchResult:
         ]
 
 
-def _child(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process, from its own rusage."""
+def measure_child(cmd: list[str], cwd: Path | None = None) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MB, the kernel's rusage of that child, as `/usr/bin/time -v`
+    reports it) and combined output of one child process; RuntimeError if it fails."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd)
+    output = proc.stdout.read().decode(errors="replace")  # to EOF first: no pipe deadlock
+    proc.stdout.close()
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-300:]}")
-    proc.stderr.close()
-    return elapsed, usage.ru_maxrss / 1024  # Linux reports KiB
+        raise RuntimeError(f"{' '.join(cmd)} failed: {output[-300:]}")
+    return elapsed, usage.ru_maxrss / 1024, output  # Linux reports KiB
 
 
 def run(
@@ -90,8 +92,8 @@ def run(
 
     model_arg = ["--model", str(gen.model_dir), "--precision", precision]
     cmd = [sys.executable, "-m", "runtime.cli", "generate", prompt, "-n", "50", *model_arg]
-    cold = [_child(cmd) for _ in range(repeats)]
-    bare = [_child([sys.executable, "-c", "import onnxruntime"])[0] for _ in range(repeats)]
+    cold = [measure_child(cmd)[:2] for _ in range(repeats)]
+    bare = [measure_child([sys.executable, "-c", "import onnxruntime"])[0] for _ in range(repeats)]
     return BenchResult(
         p50_us=float(np.percentile(per_char, 50)) / 1e3,
         p99_us=float(np.percentile(per_char, 99)) / 1e3,

@@ -286,8 +286,8 @@ def export(
     try:
         extras = extras or {}
         for name, data in {**files, **extras}.items():
-            _write_synced(staging / name, data)
-        _write_synced(staging / VOCAB_FILE, spec.to_json().encode())
+            (staging / name).write_bytes(data)
+        (staging / VOCAB_FILE).write_text(spec.to_json())
         model.save(staging / KERAS_FILE)
         smoke_test_in_subprocess(staging, prompt, spec.precisions)
         # One atomic swap of the whole directory (see trainer.publish); a variant the new
@@ -302,13 +302,6 @@ def export(
         shutil.rmtree(staging, ignore_errors=True)
     log.debug("exported %s (sha256 %s)", out_dir / MODEL_FILE, spec.model_sha256)
     return spec
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with path.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def reexport(

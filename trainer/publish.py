@@ -87,15 +87,14 @@ def publish(staging: Path, out_dir: Path, new: Iterable[str], remove: Iterable[s
     """
     staging, out_dir = Path(staging), Path(out_dir)
     new, remove = list(new), set(remove)
+    for name in new:  # the new files are on disk before any rename makes them visible
+        fsync_path(staging / name)
     if staging.parent == out_dir:  # staged inside: only the one-by-one path is possible
         _replace_one_by_one(staging, out_dir, new, remove)
         return
     for entry in out_dir.iterdir():
         if entry.name not in new and entry.name not in remove:
             _carry(entry, staging / entry.name)
-    for name in os.listdir(staging):
-        if (staging / name).is_file():
-            fsync_path(staging / name)
     fsync_path(staging)
     if _exchange(staging, out_dir):
         fsync_path(out_dir.resolve().parent)

@@ -21,6 +21,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from .publish import fsync_path
+
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".train-state"
@@ -42,14 +44,6 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 def read_progress(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / "progress.json").read_text())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -123,12 +117,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 np.savez(tmp / "best_weights.npz", *self.early_stopping.best_weights)
         (tmp / "progress.json").write_text(json.dumps(progress))
         for name in os.listdir(tmp):
-            fd = os.open(tmp / name, os.O_RDONLY)
-            os.fsync(fd)
-            os.close(fd)
-        _fsync_dir(tmp)
+            fsync_path(tmp / name)
+        fsync_path(tmp)
         os.replace(tmp, final)
-        _fsync_dir(self.root)
+        fsync_path(self.root)
         # Older checkpoints go only once the new one is in place.
         for old in self.root.iterdir():
             m = _CHECKPOINT.match(old.name)
