@@ -182,7 +182,7 @@ class ModelSpec:
                 "upgrade rnn-textgen or re-export the model"
             )
         mode = doc.get("mode")
-        v.check(mode in MODES, f"mode {mode!r} is not one of {sorted(MODES)}")
+        v.check(_one_of(mode, MODES), f"mode {_short(mode)} is not one of {sorted(MODES)}")
         v.check(
             MODE_VERSIONS[mode] <= version,
             f"mode {mode!r} needs format version {MODE_VERSIONS[mode]} or later",
@@ -282,6 +282,17 @@ class _Validator:
             )
 
 
+def _short(x: Any, limit: int = 40) -> str:
+    """repr() cut to a length that keeps an error message on one readable line."""
+    text = repr(x)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_of(x: Any, allowed: frozenset[str] | dict[str, Any]) -> bool:
+    """Membership that a hostile document cannot turn into a TypeError (a list is unhashable)."""
+    return isinstance(x, str) and x in allowed
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -290,7 +301,7 @@ def _tensor(v: _Validator, doc: Any, where: str, dtypes: frozenset[str]) -> Tens
     v.check(isinstance(doc, dict), f"{where} is missing or not an object")
     name, dtype, shape = doc.get("name"), doc.get("dtype"), doc.get("shape")
     v.check(isinstance(name, str) and 0 < len(name) <= 256, f"{where}.name must be a short string")
-    v.check(dtype in dtypes, f"{where}.dtype must be one of {sorted(dtypes)}")
+    v.check(_one_of(dtype, dtypes), f"{where}.dtype must be one of {sorted(dtypes)}")
     v.check(
         isinstance(shape, list)
         and 1 <= len(shape) <= 8
@@ -317,7 +328,7 @@ def _states(v: _Validator, doc: Any, mode: str) -> tuple[StateSpec, ...]:
             all(isinstance(n, str) and 0 < len(n) <= 256 for n in names),
             f"{where} needs input and output names",
         )
-        v.check(state.get("dtype") in STATE_DTYPES, f"{where}.dtype must be float32")
+        v.check(_one_of(state.get("dtype"), STATE_DTYPES), f"{where}.dtype must be float32")
         shape = state.get("shape")
         v.check(
             isinstance(shape, list)

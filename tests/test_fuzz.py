@@ -187,7 +187,7 @@ def test_model_with_external_data_is_refused(model_copy) -> None:
         model_copy / MODEL_FILE,
         save_as_external_data=True,
         all_tensors_to_one_file=True,
-        location="../../etc/weights.bin",
+        location="weights.bin",
         size_threshold=0,
     )
     reseal(model_copy)

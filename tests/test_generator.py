@@ -94,8 +94,20 @@ def test_truncated_model_fails_the_sha256_check(model_copy) -> None:
         Generator.load(model_copy)
 
 
-def test_corrupt_model_with_matching_sha256_is_refused_by_onnxruntime(model_copy) -> None:
+def test_corrupt_model_with_matching_sha256_is_refused(model_copy) -> None:
     (model_copy / MODEL_FILE).write_bytes(b"this is not a protobuf" * 50)
+    reseal(model_copy)
+    with pytest.raises(ArtifactError, match="not a valid ONNX model"):
+        Generator.load(model_copy)
+
+
+def test_well_formed_model_that_onnxruntime_rejects(model_copy) -> None:
+    import onnx
+    from onnx import helper
+
+    proto = onnx.load(model_copy / MODEL_FILE)
+    proto.graph.node.append(helper.make_node("NoSuchOperator", ["probs"], ["nothing"]))
+    (model_copy / MODEL_FILE).write_bytes(proto.SerializeToString())
     reseal(model_copy)
     with pytest.raises(ArtifactError, match="onnxruntime cannot load"):
         Generator.load(model_copy)

@@ -147,8 +147,8 @@ def main() -> None:
     type=click.Choice(["default", "mirrored", "multiworker"]),
     default="default",
     show_default=True,
-    help="tf.distribute strategy: mirrored = all GPUs of this host; multiworker = "
-    "several hosts described by TF_CONFIG.",
+    help="tf.distribute strategy: mirrored = all GPUs of this host. multiworker (several "
+    "hosts) is refused: Keras 3's fit does not support it yet.",
 )
 @click.option(
     "--seed",

@@ -119,6 +119,14 @@ def check_config(config: TrainConfig) -> None:
         problems.append(f"mode must be one of {list(MODES)}")
     if config.strategy not in STRATEGIES:
         problems.append(f"strategy must be one of {list(STRATEGIES)}")
+    elif config.strategy == "multiworker":
+        # Measured here (TF 2.21 / Keras 3.15, two local workers): model.fit fails with
+        # "Attempt to convert a value (PerReplica...)". Keras 3 does not support this
+        # strategy in fit (keras-team/keras#20585, tensorflow/tensorflow#72388).
+        problems.append(
+            "--strategy multiworker does not work with Keras 3's model.fit "
+            "(keras-team/keras#20585); use --strategy mirrored for the devices of one host"
+        )
     if not 0.0 <= config.resolved_val_fraction() < 1.0:
         problems.append("val_fraction must be at least 0 and below 1")
     if not 0.0 <= config.dropout < 1.0:
