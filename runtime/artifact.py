@@ -154,13 +154,13 @@ class ModelSpec:
 
     def to_json(self) -> str:
         # ensure_ascii keeps the file readable on any terminal whatever the corpus' script.
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=True) + "\n"
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=True, allow_nan=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str | bytes, *, source: str = VOCAB_FILE) -> ModelSpec:
         """Parse and validate vocab.json; raise ArtifactError naming the first problem."""
         try:
-            doc = json.loads(text)
+            doc = json.loads(text, parse_constant=_no_constants)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ArtifactError(
                 f"{source} is not valid JSON ({exc}); re-export the model with textgen-train export"
@@ -238,6 +238,12 @@ class ModelSpec:
         training = doc.get("training", {})
         v.check(isinstance(architecture, dict), "architecture must be an object")
         v.check(isinstance(training, dict), "training must be an object")
+        for name, value in (
+            ("architecture", architecture),
+            ("training", training),
+            ("variants", variants),
+        ):
+            v.check(_plain(value), f"{name} holds a value JSON cannot carry (NaN, infinity)")
         return cls(
             chars=tuple(chars),
             seq_length=seq_length,
@@ -280,6 +286,23 @@ class _Validator:
             raise ArtifactError(
                 f"{self.source} is malformed: {problem}; re-export the model with textgen-train"
             )
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _plain(x: Any, depth: int = 0) -> bool:
+    """Finite JSON data only: NaN and infinity are not JSON, and would not round-trip."""
+    if depth > 16:
+        return False
+    if isinstance(x, float):
+        return math.isfinite(x)
+    if isinstance(x, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in x.items())
+    if isinstance(x, list):
+        return all(_plain(v, depth + 1) for v in x)
+    return x is None or isinstance(x, str | int | bool)
 
 
 def _short(x: Any, limit: int = 40) -> str:

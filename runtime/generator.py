@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -129,12 +130,29 @@ class Generator:
                 providers=["CPUExecutionProvider"],
             )
         except Exception as exc:  # onnxruntime raises its own untyped pybind errors
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ArtifactError(
-                f"onnxruntime cannot load {model_path}: {first}; re-export the model"
+                f"onnxruntime cannot load {model_path}: {_first_line(exc)}; re-export the model"
             ) from None
-        _check_graph(spec, session, model_path)
-        return cls(spec=spec, session=session, model_dir=model_dir, precision=precision)
+        try:
+            _check_graph(spec, session, model_path)
+            gen = cls(spec=spec, session=session, model_dir=model_dir, precision=precision)
+            gen._probe()
+        except (RuntimeError, ValueError, UnicodeDecodeError) as exc:
+            # Found by fuzzing: graphs that load but cannot run (mutated weight shapes, an
+            # output of the wrong rank), or names that are not UTF-8.
+            raise ArtifactError(
+                f"{model_path} loads but does not run as vocab.json describes "
+                f"({_first_line(exc)}); re-export the model"
+            ) from None
+        return gen
+
+    def _probe(self) -> None:
+        """One greedy and one sampled step on a dummy prompt, through the very bindings
+        generation uses, so that a graph which cannot run fails here, at load."""
+        ids = np.zeros(max(self.spec.min_prompt, 2), dtype=self._in_dtype)
+        for sampler in (None, Sampler(GenerationOptions(temperature=1.0, seed=0))):
+            advance, _ = self._decoder([ids], sampler)
+            advance()
 
     def encode(self, prompt: str) -> np.ndarray:
         """Character indices of `prompt`; raises PromptError if the model cannot read it."""
@@ -176,20 +194,22 @@ class Generator:
     def _stream(
         self, prompt: str, ids: np.ndarray, length: int, options: GenerationOptions
     ) -> Iterator[str]:
-        advance, nxt = self._decoder([ids], None if options.greedy else Sampler(options))
+        with _model_failures():
+            advance, nxt = self._decoder([ids], None if options.greedy else Sampler(options))
         chars = self.spec.chars
         stops = options.stop
         # Only the tail can end with a stop string: keep as much of it as the longest one.
         keep = max((len(stop) for stop in stops), default=0)
         tail = prompt[-keep:] if keep else ""
-        for i in range(length):
-            advance()
-            ch = chars[nxt.item()]
-            yield ch
-            if stops:
-                tail = (tail + ch)[-keep:]
-                if ends_with_stop(tail, stops, i + 1):
-                    return
+        with _model_failures():  # one try around the loop: nothing added per character
+            for i in range(length):
+                advance()
+                ch = chars[nxt.item()]
+                yield ch
+                if stops:
+                    tail = (tail + ch)[-keep:]
+                    if ends_with_stop(tail, stops, i + 1):
+                        return
 
     def generate(self, prompt: str, length: int, options: GenerationOptions | None = None) -> str:
         """Return `prompt` followed by up to `length` generated characters (greedy unless
@@ -210,11 +230,12 @@ class Generator:
                 encoded.append(self.encode(prompt))
             except PromptError as exc:
                 raise PromptError(f"prompt {i + 1} of {len(prompts)}: {exc}") from None
-        advance, nxt = self._decoder(encoded, None if options.greedy else Sampler(options))
         out = np.empty((length, len(prompts)), dtype=np.int64)
-        for t in range(length):
-            advance()
-            out[t] = nxt
+        with _model_failures():
+            advance, nxt = self._decoder(encoded, None if options.greedy else Sampler(options))
+            for t in range(length):
+                advance()
+                out[t] = nxt
         texts = ["".join(row) for row in self._char_table[out.T]]
         if options.stop:
             texts = [_cut_at_stop(p, t, options.stop) for p, t in zip(prompts, texts, strict=True)]
@@ -337,6 +358,21 @@ class Generator:
         # step does, whatever the caller keeps (freed buffers corrupt the heap).
         run.keep_alive = (io, inputs, outputs)
         return run
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+@contextmanager
+def _model_failures() -> Iterator[None]:
+    """Turn a failure inside onnxruntime into the runtime's ArtifactError: a hostile graph
+    can pass every load check and fail only on some inputs (found by fuzzing)."""
+    try:
+        yield
+    except RuntimeError as exc:
+        raise ArtifactError(f"the model failed while generating: {_first_line(exc)}") from None
 
 
 def _read_limited(path: Path, limit: int) -> bytes:

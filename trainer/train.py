@@ -374,6 +374,11 @@ def train(config: TrainConfig) -> ModelSpec | None:
         "keras": keras.__version__,
         "command": command_line(config, seed),
     }
+    if not all(math.isfinite(v) for v in facts.values() if isinstance(v, float)):
+        raise TrainingError(
+            f"training diverged (final metrics {facts}); lower --learning-rate or keep "
+            "gradient clipping on"
+        )
     if not chief:
         return None
     architecture = {
