@@ -34,6 +34,13 @@ for path, precision in json.loads(sys.argv[1]):
     g = Generator.load(path or None, precision=precision)
     prompt = g.spec.training["sample_prompt"]
     out[f"{path or 'default'}:{precision}"] = g.generate(prompt, LENGTH)
+from click.testing import CliRunner
+from runtime.cli import main
+import numpy, click
+cli = CliRunner().invoke(main, ["generate", "This is Z", "-n", "30", "--temperature", "0.9",
+                                "--seed", "3"])
+out["cli"] = cli.output
+out["numpy"], out["click"] = numpy.__version__, getattr(click, "__version__", "?")
 print(json.dumps(out))
 """.replace("LENGTH", str(LENGTH))
 
@@ -87,10 +94,12 @@ def venv_with(version: str, where: Path) -> str:
     subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
     py = str(where / "bin" / "python")
     major, minor = (int(x) for x in version.split(".")[:2])
-    numpy = "numpy<2" if (major, minor) < (1, 19) else "numpy"
+    # Releases before 1.19 were built against NumPy 1: they get the lowest versions this
+    # project declares (numpy 1.26, click 8.1.7), so those lower bounds are tested too.
+    old = (major, minor) < (1, 19)
+    deps = ["numpy==1.26.4", "click==8.1.7"] if old else ["numpy", "click"]
     subprocess.run(
-        [py, "-m", "pip", "install", "--quiet", f"onnxruntime=={version}", numpy, "click"],
-        check=True,
+        [py, "-m", "pip", "install", "--quiet", f"onnxruntime=={version}", *deps], check=True
     )
     subprocess.run([py, "-m", "pip", "install", "--quiet", "--no-deps", str(REPO)], check=True)
     return py
@@ -118,8 +127,10 @@ def main() -> None:
         f"Greedy output of {len(names)} models ({LENGTH} characters each) in fresh venvs, "
         f"compared with this venv's onnxruntime {reference['onnxruntime']}.",
         "",
-        "| onnxruntime | " + " | ".join(label[n] for n in names) + " |",
-        "|---|" + ":-:|" * len(names),
+        "| onnxruntime | "
+        + " | ".join(label[n] for n in names)
+        + " | `textgen generate`, sampled |",
+        "|---|" + ":-:|" * (len(names) + 1),
     ]
     ok = True
     for version, res in results.items():
@@ -132,7 +143,14 @@ def main() -> None:
             same = res.get(n) == reference[n]
             ok &= same
             cells.append("identical" if same else "**differs**")
-        lines.append(f"| {res['onnxruntime']} | " + " | ".join(cells) + " |")
+        same_cli = res.get("cli") == reference["cli"]
+        ok &= same_cli
+        cells.append("identical" if same_cli else "**differs**")
+        lines.append(
+            f"| {res['onnxruntime']} (NumPy {res['numpy']}, click {res['click']}) | "
+            + " | ".join(cells)
+            + " |"
+        )
     lines += ["", f"Machine: {machine()}."]
     body = "\n".join(lines)
     write_section("compat", body, path=args.output)
