@@ -178,6 +178,26 @@ def _start(args: list[str]) -> subprocess.Popen:
     )
 
 
+def long_run(corpus: Path, out: Path) -> list[str]:
+    """A run long enough (40 epochs) to be interrupted after a checkpoint or two."""
+    return [
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(out),
+        "--seq-length",
+        "6",
+        "--units",
+        "12",
+        "--epochs",
+        "40",
+        "--batch-size",
+        "64",
+        "--seed",
+        "3",
+    ]
+
+
 def _wait_for_checkpoint(out: Path, epoch: int, proc: subprocess.Popen, timeout=240.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -192,22 +212,7 @@ def _wait_for_checkpoint(out: Path, epoch: int, proc: subprocess.Popen, timeout=
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_run_resumes_to_the_same_layout(tmp_path, long_corpus, sig) -> None:
     out = tmp_path / "m"
-    args = [
-        "--corpus",
-        str(long_corpus),
-        "--out",
-        str(out),
-        "--seq-length",
-        "6",
-        "--units",
-        "12",
-        "--epochs",
-        "40",
-        "--batch-size",
-        "64",
-        "--seed",
-        "3",
-    ]
+    args = long_run(long_corpus, out)
     proc = _start(args)
     _wait_for_checkpoint(out, 2, proc)
     proc.send_signal(sig)
@@ -241,24 +246,7 @@ def test_resume_refusals(tmp_path, long_corpus) -> None:
     with pytest.raises(OutputDirError, match="nothing to resume"):
         train(TrainConfig(out_dir=tmp_path / "none", corpus=long_corpus, resume=True, **SMALL))
     out = tmp_path / "m"
-    proc = _start(
-        [
-            "--corpus",
-            str(long_corpus),
-            "--out",
-            str(out),
-            "--seq-length",
-            "6",
-            "--units",
-            "12",
-            "--epochs",
-            "40",
-            "--batch-size",
-            "64",
-            "--seed",
-            "3",
-        ]
-    )
+    proc = _start(long_run(long_corpus, out))
     _wait_for_checkpoint(out, 1, proc)
     proc.kill()
     proc.communicate()
