@@ -6,7 +6,6 @@ through the same ones, so the format is defined in exactly one place.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -365,15 +364,6 @@ def _states(v: _Validator, doc: Any, mode: str) -> tuple[StateSpec, ...]:
     return tuple(out)
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so large models need no extra memory."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def default_model_dir() -> Path:
     """The shipped default model: inside the installed package, or artifacts/ in a checkout."""
     packaged = Path(__file__).parent / "_default_model"
@@ -396,5 +386,4 @@ __all__ = [
     "TensorSpec",
     "bits_per_char",
     "default_model_dir",
-    "sha256_file",
 ]

@@ -437,7 +437,7 @@ def _final_facts(history: dict[str, list[float]], best: int) -> dict[str, Any]:
         facts |= {
             "val_loss": at("val_loss"),
             "val_accuracy": at("val_accuracy"),
-            "val_bits_per_char": round(at("val_loss") / math.log(2), 6),
+            "val_bits_per_char": round(bits_per_char(at("val_loss")), 6),
         }
     return facts
 
