@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from runtime.artifact import MODEL_FILE, VOCAB_FILE, default_model_dir
@@ -56,3 +57,31 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, corpus_file: Path) -> P
     out = tmp_path_factory.mktemp("tiny") / "model"
     train(TrainConfig(out_dir=out, corpus=corpus_file, seq_length=5, units=16, epochs=3, seed=7))
     return out
+
+
+@pytest.fixture(scope="session")
+def long_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About 12 KB of varied text, so epochs have several batches."""
+    words = [
+        "river",
+        "stone",
+        "light",
+        "garden",
+        "quiet",
+        "morning",
+        "window",
+        "paper",
+        "letter",
+        "silver",
+        "north",
+        "lantern",
+        "harbor",
+        "meadow",
+        "winter",
+        "thunder",
+    ]
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(words, size=9)) + "." for _ in range(220)]
+    path = tmp_path_factory.mktemp("long") / "long.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -29,34 +29,6 @@ REPO = Path(__file__).resolve().parent.parent
 SMALL = {"seq_length": 6, "units": 12, "batch_size": 64, "seed": 4}
 
 
-@pytest.fixture(scope="module")
-def long_corpus(tmp_path_factory) -> Path:
-    """About 12 KB of varied text, so epochs have several batches."""
-    words = [
-        "river",
-        "stone",
-        "light",
-        "garden",
-        "quiet",
-        "morning",
-        "window",
-        "paper",
-        "letter",
-        "silver",
-        "north",
-        "lantern",
-        "harbor",
-        "meadow",
-        "winter",
-        "thunder",
-    ]
-    rng = np.random.default_rng(0)
-    lines = [" ".join(rng.choice(words, size=9)) + "." for _ in range(220)]
-    path = tmp_path_factory.mktemp("long") / "long.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 def test_streamed_windows_are_exactly_the_notebooks() -> None:
     ids = np.arange(50, dtype=np.int32) % 7
     xs, ys = [], []
@@ -308,22 +280,3 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, long_corpus) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "replicas 2 strategy mirrored" in proc.stdout
     assert Generator.load(tmp_path / "m").spec.training["parity_max_abs_diff"] <= 1e-5
-
-
-def test_multiworker_strategy_is_refused_clearly(tmp_path, long_corpus) -> None:
-    """Keras 3's fit cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585):
-    measured here with two local workers. The trainer says so before doing anything."""
-    result = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--corpus",
-            str(long_corpus),
-            "--out",
-            str(tmp_path / "m"),
-            "--strategy",
-            "multiworker",
-        ],
-    )
-    assert result.exit_code == 1 and "keras-team/keras#20585" in result.output
-    assert result.output.count("\n") == 1 and not (tmp_path / "m").exists()

@@ -147,8 +147,8 @@ def main() -> None:
     type=click.Choice(["default", "mirrored", "multiworker"]),
     default="default",
     show_default=True,
-    help="tf.distribute strategy: mirrored = all GPUs of this host. multiworker (several "
-    "hosts) is refused: Keras 3's fit does not support it yet.",
+    help="tf.distribute strategy: mirrored = all GPUs of this host; multiworker = several "
+    "hosts, each running this same command with its own TF_CONFIG.",
 )
 @click.option(
     "--seed",
@@ -175,7 +175,7 @@ def train(
     **options: object,
 ) -> None:
     """Fit a model on CORPUS and export it into OUT."""
-    from .train import TrainConfig, resume_config
+    from .train import TrainConfig, chief_by_tf_config, resume_config
     from .train import train as run_training
 
     if no_clip:
@@ -183,7 +183,10 @@ def train(
             raise click.UsageError("give --clipnorm or --no-clip, not both")
         options["clipnorm"] = None
     try:
-        if resume:
+        # A multi-worker run keeps its state with the chief; the other workers resume from
+        # the chief's checkpoint and need the settings on their command line.
+        follower = options["strategy"] == "multiworker" and not chief_by_tf_config()
+        if resume and not follower:
             # The saved run supplies every setting; options given here must agree with it
             # (train() says which do not), except those a resumed run may change.
             given = {
@@ -198,7 +201,7 @@ def train(
             config = resume_config(out_dir, verbose=0 if quiet else 2, **given)
         else:
             config = TrainConfig(
-                out_dir=out_dir, corpus=corpus, verbose=0 if quiet else 2, **options
+                out_dir=out_dir, corpus=corpus, verbose=0 if quiet else 2, resume=resume, **options
             )
         spec = run_training(config)
     except TextgenError as exc:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
+import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -104,10 +107,30 @@ def is_chief(strategy: Any) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
         return True
-    if resolver.task_type == "chief":
+    return _chief_task(resolver.task_type, resolver.task_id, resolver.cluster_spec().as_dict())
+
+
+def chief_by_tf_config() -> bool:
+    """Whether TF_CONFIG makes this process the chief (true when it names no task).
+
+    Read without TensorFlow, so the CLI knows before training whether --out holds the run.
+    """
+    try:
+        doc = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task = doc.get("task") or {}
+        return _chief_task(task.get("type"), int(task.get("index", 0)), doc.get("cluster") or {})
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise TrainingError(
+            f"TF_CONFIG is not a valid cluster description ({exc}); see the README's "
+            "'Several devices' paragraph for its shape"
+        ) from None
+
+
+def _chief_task(task_type: str | None, task_id: int, cluster: dict[str, Any]) -> bool:
+    # TensorFlow's rule: the "chief" task, or worker 0 of a cluster that has none.
+    if not task_type or task_type == "chief":
         return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+    return task_type == "worker" and task_id == 0 and "chief" not in cluster
 
 
 def check_config(config: TrainConfig) -> None:
@@ -119,14 +142,6 @@ def check_config(config: TrainConfig) -> None:
         problems.append(f"mode must be one of {list(MODES)}")
     if config.strategy not in STRATEGIES:
         problems.append(f"strategy must be one of {list(STRATEGIES)}")
-    elif config.strategy == "multiworker":
-        # Measured here (TF 2.21 / Keras 3.15, two local workers): model.fit fails with
-        # "Attempt to convert a value (PerReplica...)". Keras 3 does not support this
-        # strategy in fit (keras-team/keras#20585, tensorflow/tensorflow#72388).
-        problems.append(
-            "--strategy multiworker does not work with Keras 3's model.fit "
-            "(keras-team/keras#20585); use --strategy mirrored for the devices of one host"
-        )
     if not 0.0 <= config.resolved_val_fraction() < 1.0:
         problems.append("val_fraction must be at least 0 and below 1")
     if not 0.0 <= config.dropout < 1.0:
@@ -135,6 +150,43 @@ def check_config(config: TrainConfig) -> None:
         problems.append("early stopping watches validation loss: give a --val-fraction above 0")
     if problems:
         raise TrainingError("; ".join(problems))
+
+
+# Settings the workers of one run may give differently (the rest must match the chief's;
+# the corpus is compared by content).
+PER_WORKER = frozenset(
+    {"corpus", "force", "quantize", "resume", "verbose", "out_dir", "time_limit", "seed"}
+)
+
+
+def _agree_with_chief(
+    strategy: Any, chief: bool, config: TrainConfig, corpus_sha: str, seed: int, epoch: int
+) -> tuple[int, int]:
+    """The chief's seed and starting epoch on every worker, after checking the rest agrees.
+
+    Every worker cuts the same global batches (each keeps its share) and builds the same
+    variables, so all must hold the same text and settings and use the same seed; a resumed
+    run starts from the chief's checkpoint. A mismatch stops every worker with the reason.
+    """
+    from .loop import broadcast_any, broadcast_from_chief
+
+    shared = {k: v for k, v in config.to_json().items() if k not in PER_WORKER}
+    settings = hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()
+    mine = np.array(  # 52-bit prefixes: exact in float64, which every collective carries
+        [int(corpus_sha[:13], 16), int(settings[:13], 16), seed, epoch], dtype=np.float64
+    )
+    (chiefs,) = broadcast_from_chief(strategy, [mine], chief)
+    if broadcast_any(strategy, chiefs[0] != mine[0]):
+        raise CorpusError(
+            "the workers' corpora differ from the chief's (sha256 compared): give every "
+            "worker the same --corpus file"
+        )
+    if broadcast_any(strategy, chiefs[1] != mine[1]):
+        raise TrainingError(
+            "the workers' settings differ from the chief's: run the same textgen-train "
+            "command on every worker (only TF_CONFIG, --out and --time-limit may differ)"
+        )
+    return int(chiefs[2]), int(chiefs[3])
 
 
 def split_corpus(corpus: Corpus, val_fraction: float, seq_length: int) -> tuple[np.ndarray, ...]:
@@ -211,17 +263,45 @@ def train(config: TrainConfig) -> ModelSpec | None:
     Returns None on the non-chief workers of a multi-worker run (the chief exports).
     """
     check_config(config)
+    if config.strategy != "multiworker":
+        return _train(config)
+    import tensorflow as tf
+
+    try:
+        return _train(config)
+    except tf.errors.OpError as exc:
+        # A collective fails on every worker when one of them stops: say so, not gRPC.
+        raise TrainingError(
+            f"lost the other workers ({_op_error_reason(exc)}): one of them "
+            "stopped or cannot be reached, and its own output says why; start every worker "
+            "again (add --resume to continue from the chief's last completed epoch)"
+        ) from None
+
+
+def _op_error_reason(exc: Any) -> str:
+    """TensorFlow's first message line, without the op name it starts with."""
+    first = (exc.message or type(exc).__name__).splitlines()[0]
+    return re.sub(r"^\{\{.*?\}\}\s*", "", first)[:200]
+
+
+def _train(config: TrainConfig) -> ModelSpec | None:
     corpus = Corpus.read(config.corpus)
     val_fraction = config.resolved_val_fraction()
     train_ids, val_ids = split_corpus(corpus, val_fraction, config.seq_length)
     corpus_sha = hashlib.sha256(corpus.text.encode()).hexdigest()
-    checkpoint, progress = _resume_point(config, corpus_sha)
-    prepare_out_dir(config.out_dir, force=config.force or config.resume)
+    multiworker = config.strategy == "multiworker"
+    # Several hosts: only the chief looks at or writes its --out; the others follow it.
+    strategy = make_strategy(config.strategy) if multiworker else None
+    chief = strategy is None or is_chief(strategy)
+    checkpoint, progress = _resume_point(config, corpus_sha) if chief else (None, {})
+    if chief:
+        prepare_out_dir(config.out_dir, force=config.force or config.resume)
 
     import keras
 
     from .data import samples_in, steps_in, windows_dataset
     from .history import history_json, training_plot
+    from .loop import fit_distributed, sync_from_chief
     from .model import build_model, compile_model, load_keras
     from .state import (
         STATE_DIR,
@@ -236,32 +316,50 @@ def train(config: TrainConfig) -> ModelSpec | None:
     seed = saved_config.get("seed") if checkpoint else config.seed
     # Without --seed a seed is still drawn and recorded, so any run can be repeated.
     seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+    initial_epoch = progress.get("epoch", 0)
+    if multiworker:
+        seed, initial_epoch = _agree_with_chief(
+            strategy, chief, config, corpus_sha, seed, initial_epoch
+        )
     seed_everything(seed)
-    strategy = make_strategy(config.strategy)
-    chief = is_chief(strategy)
+    strategy = strategy or make_strategy(config.strategy)
+
+    def fresh_model() -> keras.Model:
+        model = build_model(
+            len(corpus.chars),
+            config.seq_length,
+            units=config.units,
+            cell=config.cell,
+            activation=config.resolved_activation(),
+            layers=config.layers,
+            dropout=config.dropout,
+            mode=config.mode,
+        )
+        compile_model(
+            model,
+            learning_rate=config.learning_rate,
+            clipnorm=config.clipnorm,
+            clipvalue=config.clipvalue,
+        )
+        return model
+
     with strategy.scope():
-        if checkpoint is not None:
+        if multiworker:
+            # Every worker creates the same variables in the same order (collectives pair
+            # them up); the chief alone has the checkpoint, and shares it.
+            model = fresh_model()
+            model.optimizer.build(model.trainable_variables)
+        elif checkpoint is not None:
             model = load_keras(checkpoint / "model.keras")
         else:
-            model = build_model(
-                len(corpus.chars),
-                config.seq_length,
-                units=config.units,
-                cell=config.cell,
-                activation=config.resolved_activation(),
-                layers=config.layers,
-                dropout=config.dropout,
-                mode=config.mode,
-            )
-            compile_model(
-                model,
-                learning_rate=config.learning_rate,
-                clipnorm=config.clipnorm,
-                clipvalue=config.clipvalue,
-            )
+            model = fresh_model()
+    if multiworker:
+        # The chief alone has the checkpoint: it loads it outside the strategy (creating
+        # variables inside would start collectives the others do not join) and shares it.
+        saved = load_keras(checkpoint / "model.keras") if checkpoint is not None else None
+        sync_from_chief(strategy, model, saved, chief)
 
     history: dict[str, list[float]] = {k: list(v) for k, v in progress.get("history", {}).items()}
-    initial_epoch = progress.get("epoch", 0)
     early = None
     callbacks: list[Any] = []
     if config.early_stopping is not None:
@@ -327,7 +425,18 @@ def train(config: TrainConfig) -> ModelSpec | None:
         f", resuming after epoch {initial_epoch}" if checkpoint else "",
     )
     started = time.perf_counter()
-    if initial_epoch < config.epochs:
+    if initial_epoch < config.epochs and multiworker:
+        fit_distributed(
+            model,
+            strategy,
+            train_ds,
+            val_ds,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            steps=steps,
+            callbacks=callbacks,
+        )
+    elif initial_epoch < config.epochs:
         model.fit(
             train_ds,
             validation_data=val_ds,
@@ -381,6 +490,10 @@ def train(config: TrainConfig) -> ModelSpec | None:
         )
     if not chief:
         return None
+    if multiworker:
+        # Export outside the strategy: its predict would wait for the other workers.
+        trained, model = model, fresh_model()
+        model.set_weights(trained.get_weights())
     architecture = {
         "cell": config.cell,
         "layers": config.layers,

@@ -1,0 +1,151 @@
+"""The training loop for several hosts (MultiWorkerMirroredStrategy).
+
+Keras 3's `model.fit` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585,
+reproduced here with two local workers), so for that strategy the trainer drives the same
+epochs, metrics and callbacks itself: one `strategy.run` per batch, the gradients summed
+across every replica by the Keras optimizer, and the metrics summed across workers, so every
+worker sees the same numbers and takes the same decisions. Only the chief writes anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+SUM = tf.distribute.ReduceOp.SUM
+
+
+def broadcast_from_chief(strategy: Any, values: Sequence[np.ndarray], chief: bool) -> list:
+    """The chief's `values` on every worker.
+
+    An all-reduce in which only the chief's first replica contributes (the others add
+    zeros), so the result is exactly the chief's numbers.
+    """
+    local = len(strategy.extended.worker_devices)
+
+    def share(value: np.ndarray) -> np.ndarray:
+        value = np.asarray(value)
+        zeros = np.zeros_like(value)
+        per_replica = strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.constant(
+                value if chief and ctx.replica_id_in_sync_group % local == 0 else zeros
+            )
+        )
+        return strategy.reduce(SUM, per_replica, axis=None).numpy()
+
+    return [share(v) for v in values]
+
+
+def sync_from_chief(
+    strategy: Any, model: keras.Model, saved: keras.Model | None, chief: bool
+) -> None:
+    """Give every worker the chief's weights and optimizer state: those of `saved` (the
+    checkpoint the chief resumes from) when given, else the chief's own."""
+
+    def state(m: keras.Model) -> list[Any]:
+        return [*m.variables, *m.optimizer.variables]
+
+    targets = state(model)
+    source = targets if saved is None else state(saved)
+    shared = broadcast_from_chief(strategy, [v.numpy() for v in source], chief)
+    for variable, value in zip(targets, shared, strict=True):
+        variable.assign(value)
+
+
+def _sums(y: tf.Tensor, probs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Summed cross-entropy, correct predictions and targets: they add up across replicas."""
+    per_target = keras.losses.sparse_categorical_crossentropy(y, probs)
+    predicted = tf.argmax(probs, axis=-1, output_type=y.dtype)
+    hits = tf.reduce_sum(tf.cast(tf.equal(predicted, y), tf.float32))
+    count = tf.cast(tf.size(per_target), tf.float32)
+    return tf.reduce_sum(per_target), hits, count, per_target
+
+
+def _logs(totals: np.ndarray, prefix: str = "") -> dict[str, float]:
+    """The metric names and values `fit` reports: loss, accuracy and bits per character."""
+    loss_sum, hits, count = (float(t) for t in totals)
+    loss = loss_sum / max(count, 1.0)
+    return {
+        f"{prefix}loss": loss,
+        f"{prefix}accuracy": hits / max(count, 1.0),
+        f"{prefix}bpc": loss / math.log(2),
+    }
+
+
+def fit_distributed(
+    model: keras.Model,
+    strategy: Any,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset | None,
+    *,
+    epochs: int,
+    initial_epoch: int,
+    steps: int,
+    callbacks: list[keras.callbacks.Callback],
+) -> None:
+    """`model.fit(train_ds, validation_data=val_ds, ...)` for MultiWorkerMirroredStrategy.
+
+    The model must be compiled (its optimizer applies the gradients) and built in
+    strategy.scope(); `train_ds` yields global batches and repeats for every epoch.
+    """
+    batches = iter(strategy.experimental_distribute_dataset(train_ds))
+    val_batches = None if val_ds is None else strategy.experimental_distribute_dataset(val_ds)
+    variables = model.trainable_variables
+
+    def replica_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            probs = model(x, training=True)
+            total, hits, count, _ = _sums(y, probs)
+            # The mean over the whole global batch: replicas may hold unequal (even empty)
+            # shares of a pass's last batch, so each divides by the global count.
+            global_count = tf.distribute.get_replica_context().all_reduce(SUM, count)
+            loss = total / tf.maximum(global_count, 1.0)
+        grads = tape.gradient(loss, variables)
+        model.optimizer.apply_gradients(zip(grads, variables, strict=True))  # all-reduces
+        return tf.stack([total, hits, count])
+
+    @tf.function
+    def train_step(iterator: Any) -> tf.Tensor:
+        return strategy.reduce(SUM, strategy.run(replica_step, args=next(iterator)), axis=None)
+
+    @tf.function
+    def val_step(batch: Any) -> tf.Tensor:
+        def replica(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+            return tf.stack(_sums(y, model(x, training=False))[:3])
+
+        return strategy.reduce(SUM, strategy.run(replica, args=batch), axis=None)
+
+    hooks = keras.callbacks.CallbackList(callbacks, model=model)
+    model.stop_training = False
+    hooks.on_train_begin()
+    for epoch in range(initial_epoch, epochs):
+        hooks.on_epoch_begin(epoch)
+        totals = np.zeros(3)
+        for _ in range(steps):
+            totals += train_step(batches).numpy()
+        logs = _logs(totals)
+        if val_batches is not None:
+            val_totals = np.zeros(3)
+            for batch in val_batches:
+                val_totals += val_step(batch).numpy()
+            logs |= _logs(val_totals, "val_")
+        hooks.on_epoch_end(epoch, logs)
+        # A worker's time limit or early stopping stops them all, after the same epoch.
+        votes = broadcast_any(strategy, bool(model.stop_training))
+        if votes:
+            break
+    hooks.on_train_end()
+
+
+def broadcast_any(strategy: Any, flag: bool) -> bool:
+    """True on every worker if `flag` is true on any."""
+    local = len(strategy.extended.worker_devices)
+    per_replica = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(float(flag and ctx.replica_id_in_sync_group % local == 0))
+    )
+    return bool(strategy.reduce(SUM, per_replica, axis=None).numpy() > 0)
