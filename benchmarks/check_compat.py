@@ -4,8 +4,9 @@ Usage: python benchmarks/check_compat.py [--versions 1.16.3 1.32.0] [--output FI
 
 For each onnxruntime version, makes a fresh venv with that release (and NumPy < 2 for
 releases built against NumPy 1), installs this runtime into it without dependencies, and
-generates greedily from: the shipped default model, and SimpleRNN / LSTM / GRU models
-trained here (LSTM with its int8 variant). Every output must equal this venv's output.
+generates greedily from: the shipped default model, SimpleRNN / LSTM / GRU models trained
+here (LSTM with its int8 variant), and a stateful LSTM 256 (its threaded warm-up included).
+Every output must equal this venv's output.
 Writes the "compat" section of BENCHMARKS.md (or --output); exits 1 on any difference.
 """
 
@@ -46,7 +47,8 @@ print(json.dumps(out))
 
 
 def models(tmp: Path) -> list[tuple[str, str]]:
-    """The default model plus one trained model per cell (the LSTM with an int8 variant)."""
+    """The default model, one trained model per cell (the LSTM with an int8 variant), and a
+    stateful LSTM."""
     import trainer  # noqa: F401
     from trainer.train import TrainConfig, train
 
@@ -77,6 +79,21 @@ def models(tmp: Path) -> list[tuple[str, str]]:
         cases.append((str(out), "fp32"))
         if quantize:
             cases.append((str(out), "int8"))
+    # A step graph big enough that its warm-up session splits each step over threads.
+    out = tmp / "stateful-lstm"
+    train(
+        TrainConfig(
+            out_dir=out,
+            corpus=corpus,
+            cell="lstm",
+            units=256,
+            seq_length=8,
+            epochs=3,
+            seed=1,
+            mode="stateful",
+        )
+    )
+    cases.append((str(out), "fp32"))
     return cases
 
 

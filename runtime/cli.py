@@ -46,6 +46,13 @@ THREADS_OPTION = click.option(
     show_default=True,
     help="onnxruntime intra-op threads (1 is fastest for small models).",
 )
+WARMUP_THREADS_OPTION = click.option(
+    "--warmup-threads",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Threads that consume a stateful model's prompt (1 = none).  "
+    "[default: this machine's cores, at most 4]",
+)
 
 
 @main.command()
@@ -104,6 +111,7 @@ THREADS_OPTION = click.option(
 )
 @PRECISION_OPTION
 @THREADS_OPTION
+@WARMUP_THREADS_OPTION
 def generate(
     prompt: str | None,
     model_dir: Path | None,
@@ -117,6 +125,7 @@ def generate(
     prompts_file: TextIO | None,
     precision: str,
     threads: int,
+    warmup_threads: int | None,
 ) -> None:
     """Print PROMPT followed by up to LENGTH generated characters, as they are produced.
 
@@ -132,7 +141,9 @@ def generate(
         if prompt == "-":
             prompt = _read_stdin_prompt()
         prompts = _read_prompts(prompts_file) if prompts_file is not None else None
-        gen = Generator.load(model_dir, precision=precision, threads=threads)
+        gen = Generator.load(
+            model_dir, precision=precision, threads=threads, warmup_threads=warmup_threads
+        )
         if prompts is not None:
             start = time.perf_counter()
             texts = gen.generate_batch(prompts, length, options)

@@ -135,3 +135,52 @@ def test_one_character_prompt_and_cost_is_flat(stateful_model) -> None:
             )[0]
         )
     )
+
+
+class CountingSession:
+    """Counts Runs on the real session it wraps (which still does all the work)."""
+
+    def __init__(self, session) -> None:
+        self.session, self.runs = session, 0
+
+    def run(self, *args, **kwargs):
+        self.runs += 1
+        return self.session.run(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def lstm_256(tmp_path_factory, long_corpus):
+    """Big enough that onnxruntime splits each recurrent step across threads."""
+    out = tmp_path_factory.mktemp("lstm256") / "m"
+    config = TrainConfig(out_dir=out, corpus=long_corpus, mode="stateful", cell="lstm",
+                         units=256, seq_length=20, epochs=1, steps_per_epoch=3, batch_size=16,
+                         seed=2)  # fmt: skip
+    train(config)
+    return out
+
+
+def test_long_prompts_warm_up_on_the_threaded_session(lstm_256) -> None:
+    one = Generator.load(lstm_256, warmup_threads=1)
+    two = Generator.load(lstm_256, warmup_threads=2)
+    assert one.warmup_session is None
+    assert two.warmup_session.get_session_options().intra_op_num_threads == 2
+    assert two.session.get_session_options().intra_op_num_threads == 1  # steps stay serial
+    counter = two.warmup_session = CountingSession(two.warmup_session)
+    long = "river stone light garden quiet morning window paper letter silver north " * 6
+    assert two.generate(long, 40) == one.generate(long, 40)
+    assert counter.runs == 1
+    # Below THREADED_WARM_UP characters (all prompts together) the pool is not worth waking.
+    assert two.generate("river st", 40) == one.generate("river st", 40)
+    assert counter.runs == 1
+    prompts = ["river stone light", "quiet", long]
+    assert two.generate_batch(prompts, 30) == one.generate_batch(prompts, 30)
+    assert counter.runs == 3  # one per prompt length, except "quiet" (4 characters to feed)
+
+
+def test_warmup_threads_is_checked(stateful_model) -> None:
+    from runtime.errors import GenerationSettingsError
+
+    out, _ = stateful_model
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(GenerationSettingsError, match="warmup_threads must be a positive"):
+            Generator.load(out, warmup_threads=bad)
