@@ -339,3 +339,21 @@ def test_reexport_int8_with_held_out_corpus(tmp_path, lstm_int8) -> None:
     )
     assert result.exit_code == 1 and "does not know" in result.output
     assert not (tmp_path / "r" / MODEL_FILE).exists()
+
+
+def test_cli_prints_no_tensorflow_start_up_chatter(tmp_path, corpus_file) -> None:
+    """TensorFlow's C++ start-up lines (absl banner, oneDNN, CUDA probing) are dropped; the
+    trainer's own progress on stderr still shows."""
+    import subprocess
+    import sys
+
+    from trainer import _START_UP_NOISE
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", "train", "--corpus", str(corpus_file),
+         "--out", str(tmp_path / "m"), "--epochs", "1", "--seed", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch 1/1" in proc.stderr and "wrote" in proc.stdout
+    assert not any(noise in proc.stderr + proc.stdout for noise in _START_UP_NOISE)

@@ -11,6 +11,8 @@ from click.core import ParameterSource
 from runtime.artifact import ModelSpec
 from runtime.errors import TextgenError
 
+from . import import_tensorflow_quietly
+
 OUT_OPTION = click.option(
     "--out",
     "out_dir",
@@ -175,6 +177,7 @@ def train(
     **options: object,
 ) -> None:
     """Fit a model on CORPUS and export it into OUT."""
+    import_tensorflow_quietly()
     from .train import TrainConfig, chief_by_tf_config, resume_config
     from .train import train as run_training
 
@@ -263,6 +266,7 @@ def export_command(
     model_dir: Path, out_dir: Path | None, quantize: str | None, corpus: Path | None, force: bool
 ) -> None:
     """Re-export the Keras model kept in MODEL_DIR to ONNX, verified against Keras."""
+    import_tensorflow_quietly()
     from .export import reexport
 
     try:
