@@ -176,7 +176,7 @@ class Generator:
     def _probe(self) -> None:
         """One greedy and one sampled step on a dummy prompt, through the very bindings
         generation uses, so that a graph which cannot run fails here, at load."""
-        # A stateful model's is long enough to go through its warm-up session too.
+        # A stateful model's probe prompt is long enough to use its warm-up session too.
         n = THREADED_WARM_UP + 1 if self.spec.stateful else max(self.spec.min_prompt, 2)
         ids = np.zeros(n, dtype=self._in_dtype)
         for sampler in (None, Sampler(GenerationOptions(temperature=1.0, seed=0))):

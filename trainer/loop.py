@@ -9,7 +9,6 @@ worker sees the same numbers and takes the same decisions. Only the chief writes
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,28 +16,34 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from runtime.artifact import bits_per_char
+
 SUM = tf.distribute.ReduceOp.SUM
 
 
-def broadcast_from_chief(strategy: Any, values: Sequence[np.ndarray], chief: bool) -> list:
-    """The chief's `values` on every worker.
-
-    An all-reduce in which only the chief's first replica contributes (the others add
-    zeros), so the result is exactly the chief's numbers.
-    """
+def _sum_of_first_replicas(strategy: Any, value: np.ndarray, contribute: bool) -> np.ndarray:
+    """All-reduce in which each worker adds `value` once (from its first replica) if it
+    `contribute`s, and zeros otherwise; every worker gets the sum."""
     local = len(strategy.extended.worker_devices)
-
-    def share(value: np.ndarray) -> np.ndarray:
-        value = np.asarray(value)
-        zeros = np.zeros_like(value)
-        per_replica = strategy.experimental_distribute_values_from_function(
-            lambda ctx: tf.constant(
-                value if chief and ctx.replica_id_in_sync_group % local == 0 else zeros
-            )
+    value = np.asarray(value)
+    zeros = np.zeros_like(value)
+    per_replica = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(
+            value if contribute and ctx.replica_id_in_sync_group % local == 0 else zeros
         )
-        return strategy.reduce(SUM, per_replica, axis=None).numpy()
+    )
+    return strategy.reduce(SUM, per_replica, axis=None).numpy()
 
-    return [share(v) for v in values]
+
+def broadcast_from_chief(strategy: Any, values: Sequence[np.ndarray], chief: bool) -> list:
+    """The chief's `values` on every worker: only the chief contributes, so the sum is
+    exactly its numbers."""
+    return [_sum_of_first_replicas(strategy, v, chief) for v in values]
+
+
+def broadcast_any(strategy: Any, flag: bool) -> bool:
+    """True on every worker if `flag` is true on any."""
+    return bool(_sum_of_first_replicas(strategy, np.float32(flag), True) > 0)
 
 
 def sync_from_chief(
@@ -57,13 +62,13 @@ def sync_from_chief(
         variable.assign(value)
 
 
-def _sums(y: tf.Tensor, probs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+def _sums(y: tf.Tensor, probs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Summed cross-entropy, correct predictions and targets: they add up across replicas."""
     per_target = keras.losses.sparse_categorical_crossentropy(y, probs)
     predicted = tf.argmax(probs, axis=-1, output_type=y.dtype)
     hits = tf.reduce_sum(tf.cast(tf.equal(predicted, y), tf.float32))
     count = tf.cast(tf.size(per_target), tf.float32)
-    return tf.reduce_sum(per_target), hits, count, per_target
+    return tf.reduce_sum(per_target), hits, count
 
 
 def _logs(totals: np.ndarray, prefix: str = "") -> dict[str, float]:
@@ -73,7 +78,7 @@ def _logs(totals: np.ndarray, prefix: str = "") -> dict[str, float]:
     return {
         f"{prefix}loss": loss,
         f"{prefix}accuracy": hits / max(count, 1.0),
-        f"{prefix}bpc": loss / math.log(2),
+        f"{prefix}bpc": bits_per_char(loss),
     }
 
 
@@ -100,7 +105,7 @@ def fit_distributed(
     def replica_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             probs = model(x, training=True)
-            total, hits, count, _ = _sums(y, probs)
+            total, hits, count = _sums(y, probs)
             # The mean over the whole global batch: replicas may hold unequal (even empty)
             # shares of a pass's last batch, so each divides by the global count.
             global_count = tf.distribute.get_replica_context().all_reduce(SUM, count)
@@ -116,7 +121,7 @@ def fit_distributed(
     @tf.function
     def val_step(batch: Any) -> tf.Tensor:
         def replica(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-            return tf.stack(_sums(y, model(x, training=False))[:3])
+            return tf.stack(_sums(y, model(x, training=False)))
 
         return strategy.reduce(SUM, strategy.run(replica, args=batch), axis=None)
 
@@ -136,16 +141,6 @@ def fit_distributed(
             logs |= _logs(val_totals, "val_")
         hooks.on_epoch_end(epoch, logs)
         # A worker's time limit or early stopping stops them all, after the same epoch.
-        votes = broadcast_any(strategy, bool(model.stop_training))
-        if votes:
+        if broadcast_any(strategy, bool(model.stop_training)):
             break
     hooks.on_train_end()
-
-
-def broadcast_any(strategy: Any, flag: bool) -> bool:
-    """True on every worker if `flag` is true on any."""
-    local = len(strategy.extended.worker_devices)
-    per_replica = strategy.experimental_distribute_values_from_function(
-        lambda ctx: tf.constant(float(flag and ctx.replica_id_in_sync_group % local == 0))
-    )
-    return bool(strategy.reduce(SUM, per_replica, axis=None).numpy() > 0)

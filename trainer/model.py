@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import keras
+
+from runtime.artifact import bits_per_char
 
 CELLS = {"simple": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
 
@@ -16,7 +17,7 @@ OUTPUT_NAME = "probs"
 @keras.saving.register_keras_serializable(package="rnn_textgen")
 def bpc(y_true, y_pred):
     """Bits per character: the cross-entropy in base 2, the unit char-rnn papers report."""
-    return keras.losses.sparse_categorical_crossentropy(y_true, y_pred) / math.log(2)
+    return bits_per_char(keras.losses.sparse_categorical_crossentropy(y_true, y_pred))
 
 
 def build_model(
