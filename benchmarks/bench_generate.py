@@ -68,11 +68,22 @@ def onnx_run_step(session, input_name: str, output_name: str) -> Step:
 
 
 def tf2onnx_session(model, seq_length: int):
+    """tf2onnx's export of the same model: the general converter a user would reach for
+    (the runtime itself refuses such graphs; only our native ones pass its checks)."""
     import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx
 
-    from trainer.onnx_graph import tf2onnx_graph
+    from trainer.model import INPUT_NAME, OUTPUT_NAME
+    from trainer.onnx_graph import OPSET
 
-    proto = tf2onnx_graph(model, seq_length)
+    spec = (tf.TensorSpec([None, seq_length], tf.int32, name=INPUT_NAME),)
+
+    @tf.function(input_signature=spec)
+    def forward(char_ids: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {OUTPUT_NAME: model(char_ids, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=OPSET)
     return ort.InferenceSession(
         proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"]
     )

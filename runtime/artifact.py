@@ -46,6 +46,23 @@ STATE_DTYPES = frozenset({"float32"})
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
+# Facts that commands print or use, with their type and range ("kind", low, high): checked
+# when present, so `textgen info` never meets a value it cannot format.
+MAX_FACT_DEPTH = 16
+VARIANT_FACTS = {
+    "bytes": ("int", 0, None),
+    "size_vs_fp32": ("float", 0, None),
+    "greedy_agreement": ("float", 0, 1),
+    "agreement_windows": ("int", 0, None),
+    "agreement_on": ("str", None, None),
+}
+ARCHITECTURE_FACTS = {
+    "cell": ("str", None, None),
+    "layers": ("int", 1, None),
+    "units": ("int", 1, None),
+    "activation": ("str", None, None),
+}
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -164,6 +181,11 @@ class ModelSpec:
             raise ArtifactError(
                 f"{source} is not valid JSON ({exc}); re-export the model with textgen-train export"
             ) from None
+        except RecursionError:  # a few hundred KB of brackets nest deeper than Python recurses
+            raise ArtifactError(
+                f"{source} nests too deeply to be a vocabulary file; re-export the model "
+                "with textgen-train export"
+            ) from None
         return cls.from_dict(doc, source=source)
 
     @classmethod
@@ -193,8 +215,8 @@ class ModelSpec:
             f"chars must be a non-empty list of at most {MAX_CHARS} characters",
         )
         v.check(
-            all(isinstance(c, str) and len(c) == 1 for c in chars),
-            "every entry of chars must be a single character",
+            all(isinstance(c, str) and len(c) == 1 and not _surrogate(c) for c in chars),
+            "every entry of chars must be a single Unicode character",
         )
         v.check(len(set(chars)) == len(chars), "chars holds the same character twice")
 
@@ -232,6 +254,12 @@ class ModelSpec:
                 and bool(_SHA256.match(variant["sha256"])),
                 f"variants.{precision}.sha256 must be 64 lowercase hex digits",
             )
+            for key, (kind, low, high) in VARIANT_FACTS.items():
+                value = variant.get(key)
+                v.check(
+                    value is None or _fact_ok(value, kind, low, high),
+                    f"variants.{precision}.{key} must be {_fact_text(kind, low, high)}",
+                )
 
         architecture = doc.get("architecture", {})
         training = doc.get("training", {})
@@ -242,7 +270,22 @@ class ModelSpec:
             ("training", training),
             ("variants", variants),
         ):
-            v.check(_plain(value), f"{name} holds a value JSON cannot carry (NaN, infinity)")
+            v.check(
+                _plain(value),
+                f"{name} holds a value JSON cannot carry (NaN, infinity, nesting over "
+                f"{MAX_FACT_DEPTH} levels, a lone surrogate)",
+            )
+        for key, (kind, low, high) in ARCHITECTURE_FACTS.items():
+            value = architecture.get(key)
+            v.check(
+                value is None or _fact_ok(value, kind, low, high),
+                f"architecture.{key} must be {_fact_text(kind, low, high)}",
+            )
+        prompt = training.get("sample_prompt")
+        v.check(
+            prompt is None or (isinstance(prompt, str) and len(prompt) <= MAX_SEQ_LENGTH),
+            "training.sample_prompt must be a string",
+        )
         return cls(
             chars=tuple(chars),
             seq_length=seq_length,
@@ -292,16 +335,54 @@ def _no_constants(name: str) -> Any:
 
 
 def _plain(x: Any, depth: int = 0) -> bool:
-    """Finite JSON data only: NaN and infinity are not JSON, and would not round-trip."""
-    if depth > 16:
+    """Finite JSON data only: NaN and infinity are not JSON, and would not round-trip; a lone
+    surrogate cannot be encoded to print or to write back."""
+    if depth > MAX_FACT_DEPTH:
         return False
     if isinstance(x, float):
         return math.isfinite(x)
+    if isinstance(x, str):
+        return not any(_surrogate(c) for c in x)
     if isinstance(x, dict):
-        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in x.items())
+        return all(_plain(k, depth) and _plain(v, depth + 1) for k, v in x.items())
     if isinstance(x, list):
         return all(_plain(v, depth + 1) for v in x)
-    return x is None or isinstance(x, str | int | bool)
+    return x is None or isinstance(x, int | bool)
+
+
+def _surrogate(c: str) -> bool:
+    return "\ud800" <= c <= "\udfff"
+
+
+def _fact_ok(value: Any, kind: str, low: float | None, high: float | None) -> bool:
+    if kind == "str":
+        return isinstance(value, str) and len(value) <= 256
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if kind == "int" and not isinstance(value, int):
+        return False
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def _fact_text(kind: str, low: float | None, high: float | None) -> str:
+    if kind == "str":
+        return "a short string"
+    noun = "a whole number" if kind == "int" else "a number"
+    if high is None:
+        return f"{noun} of at least {low}"
+    return f"{noun} from {low} to {high}"
+
+
+def printable(text: str) -> str:
+    """`text` with every character a terminal would act on (control, format, separator
+    characters, lone surrogates) written as a Python escape: strings from a model file
+    must not move the cursor, retitle the window or forge a line."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in text
+    )
 
 
 def _short(x: Any, limit: int = 40) -> str:
@@ -383,7 +464,9 @@ __all__ = [
     "MODEL_FILE",
     "VOCAB_FILE",
     "ModelSpec",
+    "StateSpec",
     "TensorSpec",
     "bits_per_char",
     "default_model_dir",
+    "printable",
 ]

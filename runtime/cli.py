@@ -12,7 +12,7 @@ from typing import TextIO
 
 import click
 
-from .artifact import MODEL_FILE, MODEL_FILES, VOCAB_FILE
+from .artifact import MODEL_FILE, MODEL_FILES, VOCAB_FILE, printable
 from .decoding import GenerationOptions
 from .errors import TextgenError
 from .generator import MAX_LENGTH, Generator
@@ -26,10 +26,27 @@ MODEL_OPTION = click.option(
 )
 
 
-@click.group()
+class _Group(click.Group):
+    """Ctrl-C anywhere (loading, generating, writing) ends with exit status 130, the shell's
+    convention for SIGINT, instead of click's 'Aborted!' and 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="rnn-textgen")
 def main() -> None:
     """Generate text with a character-level RNN exported by textgen-train."""
+
+
+def _error(exc: Exception) -> click.ClickException:
+    """The one-line message of a runtime error, safe to print to a terminal."""
+    return click.ClickException(printable(str(exc)))
 
 
 PRECISION_OPTION = click.option(
@@ -161,7 +178,7 @@ def generate(
             return
         _print_stream(prompt, chars)
     except TextgenError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _error(exc) from None
 
 
 def _print_stream(prompt: str, chars: Iterator[str]) -> None:
@@ -257,7 +274,7 @@ def bench(model_dir: Path | None, precision: str, threads: int, batch: int) -> N
     try:
         result = bench_mod.run(model_dir, precision=precision, threads=threads, batch=batch)
     except TextgenError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _error(exc) from None
     click.echo("\n".join(result.lines()))
 
 
@@ -268,16 +285,17 @@ def info(model_dir: Path | None) -> None:
     try:
         gen = Generator.load(model_dir)
     except TextgenError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _error(exc) from None
     click.echo(model_card(gen))
 
 
 def model_card(gen: Generator) -> str:
-    """A human-readable summary of a loaded model."""
+    """A human-readable summary of a loaded model; every string from the model files is
+    printed with control characters escaped."""
     s = gen.spec
-    arch = s.architecture
+    arch = {k: printable(str(v)) for k, v in s.architecture.items()}
     lines = [
-        f"model:       {gen.model_dir}",
+        f"model:       {printable(str(gen.model_dir))}",
         f"mode:        {s.mode} "
         + (
             f"(carries {len(s.states)} state tensor(s); trained on chunks of {s.seq_length})"
@@ -286,23 +304,29 @@ def model_card(gen: Generator) -> str:
         ),
         f"cell:        {arch.get('cell', '?')} x {arch.get('layers', 1)} layer(s), "
         f"{arch.get('units', '?')} units, activation {arch.get('activation', '?')}",
-        f"vocabulary:  {s.vocab_size} characters: {''.join(s.chars)!r}",
-        f"graph:       {s.input.name} {s.input.dtype}{list(s.input.shape)} -> "
-        f"{s.output.name} {s.output.dtype}{list(s.output.shape)}, "
-        f"{s.next.name} {s.next.dtype}{list(s.next.shape)}",
+        f"vocabulary:  {s.vocab_size} characters: {printable(repr(''.join(s.chars)))}",
+        printable(
+            f"graph:       {s.input.name} {s.input.dtype}{list(s.input.shape)} -> "
+            f"{s.output.name} {s.output.dtype}{list(s.output.shape)}, "
+            f"{s.next.name} {s.next.dtype}{list(s.next.shape)}"
+        ),
     ]
     for name in (MODEL_FILE, VOCAB_FILE):
         lines.append(f"{name + ':':<13}{(gen.model_dir / name).stat().st_size:,} bytes")
     lines.append(f"sha256:      {s.model_sha256}")
     for precision, v in s.variants.items():
+        size = f"{v['bytes']:,} bytes" if "bytes" in v else "size not recorded"
+        agreement = v.get("greedy_agreement")
+        agreed = "not measured" if agreement is None else f"{agreement:.2%}"
         lines.append(
-            f"{precision + ':':<13}{v.get('bytes', 0):,} bytes, sha256 {v['sha256']}, "
-            f"greedy agreement with fp32 {v.get('greedy_agreement', float('nan')):.2%}"
+            f"{precision + ':':<13}{size}, sha256 {v['sha256']}, "
+            f"greedy agreement with fp32 {agreed}"
         )
     if s.training:
         lines.append("training:")
-        width = max(len(k) for k in s.training)
-        lines += [f"  {k:<{width}}  {v}" for k, v in s.training.items()]
+        facts = {printable(k): printable(str(v)) for k, v in s.training.items()}
+        width = max(len(k) for k in facts)
+        lines += [f"  {k:<{width}}  {v}" for k, v in facts.items()]
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ import onnxruntime as ort
 from .artifact import MODEL_FILES, ModelSpec, default_model_dir
 from .decoding import GenerationOptions, Sampler, ends_with_stop
 from .errors import ArtifactError, GenerationSettingsError, ModelNotFoundError, PromptError
-from .onnx_scan import ScanResult, scan
+from .graph_rules import GraphRuleError, ProtoError, vet_model
 
 # Far beyond any useful greedy continuation of a window model, small enough that a typo
 # (an extra zero or three) is caught before it pins a device's CPU for minutes.
@@ -34,9 +34,6 @@ MAX_BATCH = 65_536
 # Far above any character model (an LSTM 1024 x 3 is about 100 MB); a cap on what a hostile
 # or mistaken file can make the runtime read and hash.
 MAX_MODEL_BYTES = 512 * 1024 * 1024
-# Operator domains a model may use: the standard ones, and onnxruntime's own contrib domain
-# where int8 kernels (DynamicQuantizeLSTM) live. Anything else needs a custom-op library.
-ALLOWED_DOMAINS = {"fp32": {"", "ai.onnx"}, "int8": {"", "ai.onnx", "com.microsoft"}}
 # Stateful warm-ups of at least this many characters (all prompts together) run on the
 # threaded warm-up session: measured on an LSTM 256, 2 threads win from 16 characters (1.4x;
 # 1.7x at 2,000) and lose below 4; a SimpleRNN 50 never splits its work, so it neither
@@ -116,9 +113,9 @@ class Generator:
         `threads` run each generation step; `warmup_threads` (stateful models; default:
         the machine's cores, at most 4; 1 = none) consume long prompts.
         Before onnxruntime sees the graph, refuses a file over `max_model_bytes`, one whose
-        sha256 differs from vocab.json's, one that references external data, and one that
-        uses operators outside the standard domains (plus onnxruntime's own com.microsoft
-        for int8); afterwards, checks the graph's inputs and outputs against vocab.json.
+        sha256 differs from vocab.json's, and any graph that is not one textgen-train writes
+        for this model (`runtime.graph_rules`); afterwards, checks the session's inputs and
+        outputs against vocab.json and runs one probe step.
         """
         if precision not in MODEL_FILES:
             raise GenerationSettingsError(
@@ -148,7 +145,13 @@ class Generator:
                 f"{model_path} does not match the sha256 in vocab.json (corrupt, truncated or "
                 "from another export); copy both files from the same export"
             )
-        _vet(scan(data, str(model_path)), precision, model_path)
+        try:
+            vet_model(data, spec, precision)
+        except (ProtoError, GraphRuleError) as exc:
+            raise ArtifactError(
+                f"{model_path} is not a graph textgen-train writes ({exc}); refusing to load "
+                "it: re-export the model with textgen-train export"
+            ) from None
         session = _session(data, session_options(threads, memory_arena=memory_arena), model_path)
         warm = None
         if spec.stateful and warmup_threads > 1:
@@ -180,8 +183,10 @@ class Generator:
         n = THREADED_WARM_UP + 1 if self.spec.stateful else max(self.spec.min_prompt, 2)
         ids = np.zeros(n, dtype=self._in_dtype)
         for sampler in (None, Sampler(GenerationOptions(temperature=1.0, seed=0))):
-            advance, _ = self._decoder([ids], sampler)
+            advance, nxt = self._decoder([ids], sampler)
             advance()
+            if not 0 <= nxt.item() < self.spec.vocab_size:
+                raise _out_of_range(nxt.item(), self.spec.vocab_size)
 
     def encode(self, prompt: str) -> np.ndarray:
         """Character indices of `prompt`; raises PromptError if the model cannot read it."""
@@ -230,10 +235,14 @@ class Generator:
         # Only the tail can end with a stop string: keep as much of it as the longest one.
         keep = max((len(stop) for stop in stops), default=0)
         tail = prompt[-keep:] if keep else ""
+        vocab = len(chars)
         with _model_failures():  # one try around the loop: nothing added per character
             for i in range(length):
                 advance()
-                ch = chars[nxt.item()]
+                index = nxt.item()
+                if not 0 <= index < vocab:  # never a (negative) index into the table
+                    raise _out_of_range(index, vocab)
+                ch = chars[index]
                 yield ch
                 if stops:
                     tail = (tail + ch)[-keep:]
@@ -265,6 +274,9 @@ class Generator:
             for t in range(length):
                 advance()
                 out[t] = nxt
+        bad = (out < 0) | (out >= self.spec.vocab_size)
+        if bad.any():
+            raise _out_of_range(int(out[bad][0]), self.spec.vocab_size)
         texts = ["".join(row) for row in self._char_table[out.T]]
         if options.stop:
             texts = [_cut_at_stop(p, t, options.stop) for p, t in zip(prompts, texts, strict=True)]
@@ -401,6 +413,13 @@ def _session(data: bytes, opts: ort.SessionOptions, model_path: Path) -> ort.Inf
         ) from None
 
 
+def _out_of_range(index: int, vocab: int) -> ArtifactError:
+    return ArtifactError(
+        f"the model chose character {index}, outside its vocabulary of {vocab}; "
+        "the graph does not match vocab.json: re-export the model"
+    )
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
@@ -425,20 +444,6 @@ def _read_limited(path: Path, limit: int) -> bytes:
         )
     with path.open("rb") as fh:
         return fh.read(limit + 1)[:limit]
-
-
-def _vet(found: ScanResult, precision: str, path: Path) -> None:
-    if found.external_data:
-        raise ArtifactError(
-            f"{path} references external data files; rnn-textgen models are self-contained, "
-            "so this file was not made by textgen-train"
-        )
-    odd = sorted(found.domains - ALLOWED_DOMAINS[precision])
-    if odd:
-        raise ArtifactError(
-            f"{path} uses operators from domain(s) {', '.join(map(repr, odd))}, outside the "
-            "standard ones; refusing to load it"
-        )
 
 
 def _options(options: GenerationOptions | None) -> GenerationOptions:

@@ -10,6 +10,7 @@ from click.core import ParameterSource
 
 from runtime.artifact import ModelSpec
 from runtime.errors import TextgenError
+from runtime.graph_rules import ACTIVATIONS
 
 from . import import_tensorflow_quietly
 
@@ -80,8 +81,9 @@ def main() -> None:
 )
 @click.option(
     "--activation",
+    type=click.Choice(list(ACTIVATIONS)),
     default=None,
-    help="Cell activation. Default: relu for simple (as the notebook), tanh otherwise.",
+    help="Cell activation.  [default: relu for simple (as the notebook), tanh otherwise]",
 )
 @click.option("--epochs", type=click.IntRange(1, 100_000), default=100, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 1 << 20), default=32, show_default=True)

@@ -25,10 +25,11 @@ from runtime.artifact import (
     TensorSpec,
 )
 from runtime.generator import Generator
+from runtime.graph_rules import ACTIVATIONS, OPSET
 
 from .errors import ExportError, OutputDirError
 from .model import INPUT_NAME, OUTPUT_NAME, load_keras
-from .onnx_graph import OPSET, NotNativeError, build, quantize_int8, state_names
+from .onnx_graph import NotNativeError, build, quantize_int8, state_names
 from .publish import make_staging, publish
 
 log = logging.getLogger(__name__)
@@ -241,11 +242,11 @@ def export(
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, force=force)
     try:
-        onnx_bytes, how = build(model, seq_length, len(chars), mode)
-    except NotNativeError as exc:  # only reachable for stateful models
+        onnx_bytes = build(model, seq_length, len(chars), mode)
+    except NotNativeError as exc:
         raise ExportError(
-            f"cannot build a step graph for this model ({exc}); stateful export supports "
-            "SimpleRNN, LSTM and GRU layers with relu, tanh or sigmoid"
+            f"cannot export this model ({exc}); the runtime runs SimpleRNN, LSTM and GRU "
+            f"layers with {', '.join(ACTIVATIONS)} activations; nothing was published"
         ) from None
     stateful = mode == "stateful"
     spec = ModelSpec(
@@ -265,11 +266,7 @@ def export(
         training={**training, "sample_prompt": prompt},
     )
     checks = verify(model, onnx_bytes, spec, windows, prompt)
-    facts = {**checks, "opset": OPSET, "graph_builder": how, "tensorflow": tf.__version__}
-    if how == "tf2onnx":
-        import tf2onnx
-
-        facts["tf2onnx"] = tf2onnx.__version__
+    facts = {**checks, "opset": OPSET, "graph_builder": "native", "tensorflow": tf.__version__}
     files = {MODEL_FILE: onnx_bytes}
     variants: dict[str, dict[str, Any]] = {}
     if quantize == "int8":

@@ -10,8 +10,9 @@ here). A window model has a fixed length, so every cell maps onto ONNX's native 
                                                           -> ArgMax = next [batch]
 
 `next` (the greedy choice) is computed in the graph so the runtime's hot loop reads back
-one integer per sequence instead of a row of probabilities. Models this builder does not
-know (another activation, another layer type) fall back to tf2onnx, with the same outputs.
+one integer per sequence instead of a row of probabilities. These graphs are the only ones
+the runtime accepts (`runtime.graph_rules`), so there is no general-purpose fallback: a
+model this builder cannot map is refused at export, never exported as something else.
 """
 
 from __future__ import annotations
@@ -23,17 +24,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from runtime.artifact import NEXT_NAME
+from runtime.graph_rules import ACTIVATIONS, IR_VERSION, OPSET
 
 from .model import INPUT_NAME, OUTPUT_NAME
 
-# Opset 17 / IR 8 load in every onnxruntime from 1.14 on; newer opsets buy nothing for an RNN.
-OPSET = 17
-IR_VERSION = 8
-ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
-
 
 class NotNativeError(Exception):
-    """The Keras model uses something the native builder does not map; use tf2onnx."""
+    """The Keras model uses something the native builder does not map."""
 
 
 def _activation(layer: Any, key: str) -> str:
@@ -238,21 +235,6 @@ def stateful_graph(model: Any, vocab_size: int) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
 
 
-def tf2onnx_graph(model: Any, seq_length: int) -> onnx.ModelProto:
-    """The general path: tf2onnx.from_function (from_keras fails on Keras 3 Sequential)."""
-    import tensorflow as tf
-    import tf2onnx
-
-    spec = (tf.TensorSpec([None, seq_length], tf.int32, name=INPUT_NAME),)
-
-    @tf.function(input_signature=spec)
-    def forward(char_ids: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {OUTPUT_NAME: model(char_ids, training=False)}
-
-    proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=OPSET)
-    return proto
-
-
 def finish(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Add the greedy `next` output, name the batch axis, pin the IR version, and check."""
     # ArgMax over the probabilities (not the logits) is exactly the notebook's np.argmax.
@@ -271,15 +253,13 @@ def finish(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def build(model: Any, seq_length: int, vocab_size: int, mode: str = "window") -> tuple[bytes, str]:
-    """Serialized graph and the name of the path that built it ("native" or "tf2onnx")."""
-    if mode == "stateful":  # tf2onnx has no step-graph form: native only
-        return finish(stateful_graph(model, vocab_size)).SerializeToString(), "native"
-    try:
-        proto, how = native_graph(model, seq_length, vocab_size), "native"
-    except NotNativeError:
-        proto, how = tf2onnx_graph(model, seq_length), "tf2onnx"
-    return finish(proto).SerializeToString(), how
+def build(model: Any, seq_length: int, vocab_size: int, mode: str = "window") -> bytes:
+    """The serialized inference graph (window or step), or NotNativeError."""
+    if mode == "stateful":
+        proto = stateful_graph(model, vocab_size)
+    else:
+        proto = native_graph(model, seq_length, vocab_size)
+    return finish(proto).SerializeToString()
 
 
 def quantize_int8(onnx_bytes: bytes) -> bytes:

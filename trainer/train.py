@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from runtime.artifact import ModelSpec, bits_per_char
+from runtime.graph_rules import ACTIVATIONS
 
 from .corpus import Corpus
 from .errors import CorpusError, OutputDirError, TrainingError
@@ -140,6 +141,11 @@ def check_config(config: TrainConfig) -> None:
         problems.append(f"cell must be one of {sorted(CELLS)}")
     if config.mode not in MODES:
         problems.append(f"mode must be one of {list(MODES)}")
+    if config.resolved_activation() not in ACTIVATIONS:
+        problems.append(
+            f"activation must be one of {', '.join(ACTIVATIONS)}: the runtime runs only the "
+            "native ONNX cells, which offer these"
+        )
     if config.strategy not in STRATEGIES:
         problems.append(f"strategy must be one of {list(STRATEGIES)}")
     if not 0.0 <= config.resolved_val_fraction() < 1.0:
