@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# A chunk of 500 cases takes a few seconds; minutes mean a case hangs.
+CHUNK_TIMEOUT = 600
 
 WORKER = r"""
 import hashlib, json, random, sys, traceback
@@ -32,7 +34,9 @@ from runtime import Generator
 from runtime.errors import ArtifactError
 from runtime.artifact import MODEL_FILES
 
-src, work, first, count, seed, progress = sys.argv[1:7]
+src, work, first, count, seed, progress, level, bench = sys.argv[1:9]
+sys.path.insert(0, bench)
+from proto_mutate import mutate
 src, work = Path(src), Path(work)
 original = (src / "model.onnx").read_bytes()
 vocab = json.loads((src / "vocab.json").read_text())
@@ -41,8 +45,14 @@ for case in range(int(first), int(first) + int(count)):
     Path(progress).write_text(str(case))
     rng = random.Random(f"{seed}:{case}")
     data = bytearray(original)
-    kind = rng.choice(["truncate", "flip", "flips", "splice", "random", "insert", "zero"])
-    if kind == "truncate":
+    kinds = ["truncate", "flip", "flips", "splice", "random", "insert", "zero"]
+    kind = "proto" if level == "proto" else rng.choice(kinds)
+    if level == "both" and rng.random() < 0.5:
+        kind = "proto"
+    if kind == "proto":
+        mutated, kind = mutate(original, rng)
+        data = bytearray(mutated)
+    elif kind == "truncate":
         data = data[: rng.randrange(len(data))]
     elif kind in ("flip", "flips"):
         for _ in range(1 if kind == "flip" else rng.randint(2, 64)):
@@ -75,8 +85,15 @@ print(json.dumps(counts))
 """
 
 
-def fuzz(model_dir: Path, cases: int, seed: int = 0, chunk: int = 500) -> dict[str, object]:
-    """Run `cases` damaged copies of model_dir; counts of outcomes and any failures."""
+def fuzz(
+    model_dir: Path, cases: int, seed: int = 0, chunk: int = 500, level: str = "both"
+) -> dict[str, object]:
+    """Run `cases` damaged copies of model_dir; counts of outcomes and any failures.
+
+    `level`: "bytes" (truncations, flips, splices...), "proto" (benchmarks/proto_mutate.py:
+    tags, wire types, repeats, nesting, foreign fields, external data, functions) or "both".
+    A chunk that outlives CHUNK_TIMEOUT is a failure (a hang) at the case it was on.
+    """
     totals = {"cases": 0, "ok": 0, "ArtifactError": 0, "failures": []}
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,23 +102,35 @@ def fuzz(model_dir: Path, cases: int, seed: int = 0, chunk: int = 500) -> dict[s
         first = 0
         while first < cases:
             count = min(chunk, cases - first)
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    WORKER,
-                    str(model_dir),
-                    str(work),
-                    str(first),
-                    str(count),
-                    str(seed),
-                    str(progress),
-                ],
-                capture_output=True,
-                text=True,
-                env=env,
-                cwd=tmp,
-            )
+            try:
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        "-c",
+                        WORKER,
+                        str(model_dir),
+                        str(work),
+                        str(first),
+                        str(count),
+                        str(seed),
+                        str(progress),
+                        level,
+                        str(Path(__file__).resolve().parent),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    cwd=tmp,
+                    timeout=CHUNK_TIMEOUT,
+                )
+            except subprocess.TimeoutExpired:
+                case = int(progress.read_text())
+                totals["failures"].append(
+                    {"case": case, "returncode": "timeout", "detail": "hung (chunk timed out)"}
+                )
+                totals["cases"] += case - first + 1
+                first = case + 1
+                continue
             last = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
             if proc.returncode == 0:
                 totals["ok"] += last["ok"]
@@ -135,27 +164,37 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=default_model_dir())
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
-    start = time.perf_counter()
-    r = fuzz(args.model, args.cases, args.seed)
-    seconds = time.perf_counter() - start
+    results, seconds = {}, {}
+    for level in ("bytes", "proto"):
+        start = time.perf_counter()
+        results[level] = fuzz(args.model, args.cases, args.seed, level=level)
+        seconds[level] = time.perf_counter() - start
+    b, p = results["bytes"], results["proto"]
     lines = [
         "## Fuzzed model files (`benchmarks/fuzz_models.py`)",
         "",
-        f"Damaged copies of `{args.model.name}/model.onnx` (truncations, bit flips, splices, "
-        "insertions, zeroed runs, random bytes), each with vocab.json re-sealed to its sha256 "
-        "so it reaches the scanner and onnxruntime.",
+        f"Damaged copies of `{args.model.name}/model.onnx`, each with vocab.json re-sealed to "
+        "its sha256 so it reaches the model checks and onnxruntime. Byte level: truncations, "
+        "bit flips, splices, insertions, zeroed runs, random bytes. Protobuf level "
+        "(`benchmarks/proto_mutate.py`): over-long and high-bit tags, wrong wire types, "
+        "repeated and deleted fields, foreign fields, deep nesting, extreme and over-long "
+        "varints, swapped fields, smuggled external data, model-local functions.",
         "",
-        "| measure | value | goal |",
-        "|---|---:|---|",
-        f"| cases run | {r['cases']:,} | ≥ 10,000 |",
-        f"| loaded and generated | {r['ok']:,} | |",
-        f"| refused with ArtifactError | {r['ArtifactError']:,} | |",
-        f"| other exceptions or dead processes | {len(r['failures'])} | 0 |",
+        "| measure | byte level | protobuf level | goal |",
+        "|---|---:|---:|---|",
+        f"| cases run | {b['cases']:,} | {p['cases']:,} | ≥ 10,000 each |",
+        f"| loaded and generated | {b['ok']:,} | {p['ok']:,} | |",
+        f"| refused with ArtifactError | {b['ArtifactError']:,} | {p['ArtifactError']:,} | |",
+        f"| other exceptions, hangs or dead processes | {len(b['failures'])} "
+        f"| {len(p['failures'])} | 0 |",
+        f"| seconds | {seconds['bytes']:.0f} | {seconds['proto']:.0f} | |",
         "",
-        f"{seconds:.0f} s, seed {args.seed}. Machine: {machine()}.",
+        f"Seed {args.seed}. Machine: {machine()}.",
     ]
+    failures = b["failures"] + p["failures"]
+    r = {"failures": failures}
     lines += [
-        f"- case {f['case']} (exit {f['returncode']}): {f['detail'][-300:]}" for f in r["failures"]
+        f"- case {f['case']} (exit {f['returncode']}): {f['detail'][-300:]}" for f in failures
     ]
     body = "\n".join(lines)
     write_section("fuzz", body, path=args.output)

@@ -271,12 +271,13 @@ class Generator:
         out = np.empty((length, len(prompts)), dtype=np.int64)
         with _model_failures():
             advance, nxt = self._decoder(encoded, None if options.greedy else Sampler(options))
+            vocab = self.spec.vocab_size
             for t in range(length):
                 advance()
+                # Before the next step feeds it back: never an index outside the table.
+                if nxt.min() < 0 or nxt.max() >= vocab:
+                    raise _out_of_range(int(nxt[(nxt < 0) | (nxt >= vocab)][0]), vocab)
                 out[t] = nxt
-        bad = (out < 0) | (out >= self.spec.vocab_size)
-        if bad.any():
-            raise _out_of_range(int(out[bad][0]), self.spec.vocab_size)
         texts = ["".join(row) for row in self._char_table[out.T]]
         if options.stop:
             texts = [_cut_at_stop(p, t, options.stop) for p, t in zip(prompts, texts, strict=True)]
