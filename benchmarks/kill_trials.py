@@ -14,6 +14,7 @@ few trials of the same code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import random
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,6 +32,24 @@ CORPUS = "".join(
     f"line {i}: the quick brown fox jumps over the lazy dog, {i % 7} times.\n" for i in range(120)
 )
 TRAIN = ["--seq-length", "8", "--units", "16", "--epochs", "4", "--batch-size", "64", "--quiet"]
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path) -> Iterator[Path | None]:
+    """A tmpfs mounted at `where` (None where mounting is not permitted: not root)."""
+    where.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        yield None
+        return
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def _cli(*args: str) -> subprocess.Popen:
@@ -68,11 +88,15 @@ def consistent(out: Path) -> str | None:
     return None if proc.returncode == 0 else proc.stderr.strip().splitlines()[-1]
 
 
-def run_trials(trials: int, workdir: Path, seed: int = 0) -> dict[str, object]:
+def run_trials(
+    trials: int, workdir: Path, seed: int = 0, out: Path | None = None
+) -> dict[str, object]:
+    """`trials` kills of a retraining over `out` (default: workdir/model; a symlink to a
+    directory or a mount point work the same way)."""
     rng = random.Random(seed)
     corpus = workdir / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
-    out = workdir / "model"
+    out = workdir / "model" if out is None else out
     base = ["--corpus", str(corpus), "--out", str(out), *TRAIN]
     start = time.perf_counter()
     first = _cli(*base, "--seed", "1")
@@ -125,8 +149,21 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        r = run_trials(args.trials, Path(tmp), args.seed)
+        results["a directory"] = run_trials(args.trials, Path(tmp), args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "real").mkdir()
+        (Path(tmp) / "link").symlink_to(Path(tmp) / "real")
+        results["a symlink to a directory"] = run_trials(
+            args.trials, Path(tmp), args.seed, out=Path(tmp) / "link"
+        )
+    with tempfile.TemporaryDirectory() as tmp, mounted_tmpfs(Path(tmp) / "volume") as volume:
+        if volume is not None:
+            results["a mount point (tmpfs)"] = run_trials(
+                args.trials, Path(tmp), args.seed, out=volume
+            )
+    r = results["a directory"]
     lines = [
         "## Crash safety (`benchmarks/kill_trials.py`)",
         "",
@@ -143,14 +180,26 @@ def main() -> None:
         f"| interrupted runs finished with `--resume` | {r['resumed']} | |",
         f"| `--resume` failures | {r['resume_failures']} | 0 |",
         "",
-        f"Machine: {machine()}.",
+        "The same trials with `--out` pointing elsewhere than a plain directory:",
+        "",
+        "| `--out` is | trials | lost, partial or mixed | old set | new set | resumed "
+        "| resume failures |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    if r["problems"]:
-        lines += ["", "Problems:", *(f"- {p}" for p in r["problems"])]
+    lines += [
+        f"| {kind} | {x['trials']} | {x['lost_or_mixed']} | {x['old_set']} | {x['new_set']} "
+        f"| {x['resumed']} | {x['resume_failures']} |"
+        for kind, x in results.items()
+    ]
+    lines += ["", f"Machine: {machine()}."]
+    problems = [p for x in results.values() for p in x["problems"]]
+    if problems:
+        lines += ["", "Problems:", *(f"- {p}" for p in problems)]
     body = "\n".join(lines)
     write_section("crash-safety", body, path=args.output)
     print(body)
-    sys.exit(1 if r["lost_or_mixed"] or r["resume_failures"] else 0)
+    bad = any(x["lost_or_mixed"] or x["resume_failures"] for x in results.values())
+    sys.exit(1 if bad else 0)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def test_unknown_version_is_named() -> None:
         ({"mode": "teleport"}, "mode"),
         ({"chars": []}, "chars"),
         ({"chars": ["a", "a", "b"]}, "same character twice"),
-        ({"chars": ["ab", "c", "d"]}, "single character"),
+        ({"chars": ["ab", "c", "d"]}, "single Unicode character"),
         ({"chars": "abc"}, "chars"),
         ({"seq_length": 0}, "seq_length"),
         ({"seq_length": 2.0}, "seq_length"),

@@ -6,8 +6,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from kill_trials import run_trials  # noqa: E402
+from kill_trials import mounted_tmpfs, run_trials  # noqa: E402
 
 
 def test_random_kills_never_lose_or_mix_artifacts(tmp_path) -> None:
@@ -15,6 +17,23 @@ def test_random_kills_never_lose_or_mix_artifacts(tmp_path) -> None:
     assert r["trials"] == 6
     assert r["lost_or_mixed"] == 0 and r["resume_failures"] == 0, r["problems"]
     assert r["old_set"] + r["new_set"] == 6
+
+
+def test_random_kills_on_a_symlinked_out(tmp_path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    r = run_trials(3, tmp_path, seed=8, out=tmp_path / "link")
+    assert r["lost_or_mixed"] == 0 and r["resume_failures"] == 0, r["problems"]
+    assert (tmp_path / "link").is_symlink()
+    assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
+
+
+def test_random_kills_on_a_mount_point(tmp_path) -> None:
+    with mounted_tmpfs(tmp_path / "volume") as volume:
+        if volume is None:  # only where mounting is not permitted; .ci/run runs as root
+            pytest.skip("cannot mount a tmpfs here")
+        r = run_trials(3, tmp_path, seed=9, out=volume)
+        assert r["lost_or_mixed"] == 0 and r["resume_failures"] == 0, r["problems"]
 
 
 def test_publish_keeps_unrelated_files_and_swaps_atomically(tmp_path) -> None:

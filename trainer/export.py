@@ -30,7 +30,7 @@ from runtime.graph_rules import ACTIVATIONS, OPSET
 from .errors import ExportError, OutputDirError
 from .model import INPUT_NAME, OUTPUT_NAME, load_keras
 from .onnx_graph import NotNativeError, build, quantize_int8, state_names
-from .publish import make_staging, publish
+from .publish import make_staging, out_dir_lock, publish
 
 log = logging.getLogger(__name__)
 
@@ -357,18 +357,19 @@ def reexport(
         )
     same_dir = out_dir is None or Path(out_dir).resolve() == model_dir.resolve()
     training = {k: v for k, v in old.training.items() if k != "sample_prompt"}
-    return export(
-        model,
-        chars=old.chars,
-        seq_length=old.seq_length,
-        out_dir=model_dir if out_dir is None else Path(out_dir),
-        windows=windows,
-        prompt=prompt,
-        architecture=old.architecture,
-        training=training,
-        force=force or same_dir,
-        quantize=quantize,
-        eval_windows=eval_windows,
-        eval_source=eval_source,
-        mode=old.mode,
-    )
+    with out_dir_lock(model_dir if out_dir is None else Path(out_dir)):
+        return export(
+            model,
+            chars=old.chars,
+            seq_length=old.seq_length,
+            out_dir=model_dir if out_dir is None else Path(out_dir),
+            windows=windows,
+            prompt=prompt,
+            architecture=old.architecture,
+            training=training,
+            force=force or same_dir,
+            quantize=quantize,
+            eval_windows=eval_windows,
+            eval_source=eval_source,
+            mode=old.mode,
+        )

@@ -4,20 +4,27 @@ The new files are written into a sibling staging directory, everything else alre
 output directory is hard-linked alongside them, and the two directories are swapped in one
 step with Linux's renameat2(RENAME_EXCHANGE). A kill at any moment leaves either the
 complete old set or the complete new one. Where the exchange is unavailable (another OS,
-a mount point), files are renamed into place one by one, vocab.json last; vocab.json holds
-the graphs' sha256, so the runtime refuses a half-published set rather than run it.
+an output directory that is a mount point, whose parent is another filesystem), the files
+are staged inside the output directory and renamed into place one by one, vocab.json last;
+vocab.json holds the graphs' sha256, so the runtime refuses a half-published set rather
+than run it. A symlinked output directory is followed: the model goes where it points.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import fcntl
+import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from .errors import OutputDirError
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +32,82 @@ _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
 
+INSIDE_PREFIX = ".staging-"
+LOCK_FILE = ".textgen-train.lock"
+
+
+@contextlib.contextmanager
+def out_dir_lock(out_dir: Path) -> Iterator[None]:
+    """Exclusive right to write out_dir for as long as the block runs.
+
+    A second trainer or export on the same directory is refused with the holder's PID. The
+    lock is flock(2) on a file inside the directory, so the kernel drops it when its holder
+    dies, however it dies: a lock left by a killed run is simply taken over. Publishing
+    carries the file into the new directory by hard link, so the lock survives the swap.
+    """
+    real = real_dir(out_dir)
+    try:
+        real.mkdir(parents=True, exist_ok=True)
+        fd = os.open(real / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OutputDirError(
+            f"cannot write to output directory {out_dir}: {exc.strerror or exc}; "
+            "choose another --out"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise OutputDirError(
+            f"{out_dir} is being written by another textgen-train (PID {holder}); wait for "
+            "it to finish or choose another --out"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            (real / LOCK_FILE).unlink()
+        os.close(fd)
+
+
 def staging_prefix(out_dir: Path) -> str:
     return f".{out_dir.name}.staging-"
 
 
+def real_dir(out_dir: Path) -> Path:
+    """The directory a (possibly symlinked) --out names: the model goes there, the link
+    stays a link."""
+    return Path(os.path.realpath(out_dir))
+
+
 def make_staging(out_dir: Path) -> Path:
-    """A fresh staging directory beside out_dir (same filesystem), or inside it if the
-    parent is not writable. Leftovers of killed exports are removed first."""
-    out_dir = Path(out_dir)
-    parent = out_dir.resolve().parent
-    for old in parent.glob(staging_prefix(out_dir) + "*"):
-        shutil.rmtree(old, ignore_errors=True)
+    """A fresh staging directory on out_dir's own filesystem: beside it, where the two can
+    be swapped in one step, or inside it when out_dir is a mount point (a Docker volume, a
+    USB stick: its parent is another filesystem) or the parent is not writable.
+    Leftovers of killed exports are removed first."""
+    real = real_dir(out_dir)
+    parent = real.parent
+    for old in real.glob(INSIDE_PREFIX + "*"):
+        _roll_forward(old, real)
+    for old in [*parent.glob(staging_prefix(real) + "*"), *real.glob(INSIDE_PREFIX + "*")]:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+    if not os.path.ismount(real) and _same_filesystem(real, parent):
+        try:
+            return Path(tempfile.mkdtemp(prefix=staging_prefix(real), dir=parent))
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix=INSIDE_PREFIX, dir=real))
+
+
+def _same_filesystem(a: Path, b: Path) -> bool:
     try:
-        return Path(tempfile.mkdtemp(prefix=staging_prefix(out_dir), dir=parent))
+        return a.stat().st_dev == b.stat().st_dev
     except OSError:
-        return Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+        return False
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -85,7 +153,7 @@ def publish(staging: Path, out_dir: Path, new: Iterable[str], remove: Iterable[s
 
     `new` must list vocab.json last (the commit point when the fallback path is used).
     """
-    staging, out_dir = Path(staging), Path(out_dir)
+    staging, out_dir = Path(staging), real_dir(out_dir)
     new, remove = list(new), set(remove)
     for name in new:  # the new files are on disk before any rename makes them visible
         fsync_path(staging / name)
@@ -93,6 +161,8 @@ def publish(staging: Path, out_dir: Path, new: Iterable[str], remove: Iterable[s
         _replace_one_by_one(staging, out_dir, new, remove)
         return
     for entry in out_dir.iterdir():
+        if entry.name.startswith(INSIDE_PREFIX):
+            continue
         if entry.name not in new and entry.name not in remove:
             _carry(entry, staging / entry.name)
     fsync_path(staging)
@@ -105,9 +175,37 @@ def publish(staging: Path, out_dir: Path, new: Iterable[str], remove: Iterable[s
     shutil.rmtree(staging, ignore_errors=True)
 
 
+# Written into a staging directory inside out_dir once every new file is on disk: the
+# renames that follow may be cut short by a kill, and the next export finishes them.
+COMMIT_FILE = ".commit"
+
+
+def _roll_forward(staging: Path, out_dir: Path) -> None:
+    """Finish the one-by-one publish a kill interrupted (the commit file lists the names
+    in rename order); a staging directory without one was never committed: dropped."""
+    try:
+        names = json.loads((staging / COMMIT_FILE).read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(names, dict):
+        return
+    log.info("finishing an interrupted publish into %s", out_dir)
+    _replace_one_by_one(staging, out_dir, names.get("new", []), set(names.get("remove", [])))
+
+
 def _replace_one_by_one(staging: Path, out_dir: Path, new: list[str], remove: set[str]) -> None:
+    """Rename the staged files into out_dir, vocab.json last. Within one directory this is
+    the best a filesystem offers (no multi-file atomicity): a kill between two renames
+    leaves a set that the runtime refuses (vocab.json holds the sha256 of the graphs) and
+    that the next export finishes from the committed staging directory."""
+    if staging.parent == out_dir and not (staging / COMMIT_FILE).exists():
+        commit = staging / COMMIT_FILE
+        commit.write_text(json.dumps({"new": new, "remove": sorted(remove)}))
+        fsync_path(commit)
+        fsync_path(staging)
     for name in new:
-        os.replace(staging / name, out_dir / name)
+        if (staging / name).exists():  # a rolled-forward publish may have moved it already
+            os.replace(staging / name, out_dir / name)
     fsync_path(out_dir)
     for name in remove:  # only after the commit, so the old vocab.json never lacks a file
         target = out_dir / name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ from .corpus import Corpus
 from .errors import CorpusError, OutputDirError, TrainingError
 from .export import export, prepare_out_dir
 from .model import CELLS
+from .publish import out_dir_lock
 
 log = logging.getLogger(__name__)
 
@@ -270,11 +272,15 @@ def train(config: TrainConfig) -> ModelSpec | None:
     """
     check_config(config)
     if config.strategy != "multiworker":
-        return _train(config)
+        with out_dir_lock(config.out_dir):
+            return _train(config)
     import tensorflow as tf
 
+    # Only the chief writes --out (the workers may share its filesystem).
+    lock = out_dir_lock(config.out_dir) if chief_by_tf_config() else contextlib.nullcontext()
     try:
-        return _train(config)
+        with lock:
+            return _train(config)
     except tf.errors.OpError as exc:
         # A collective fails on every worker when one of them stops: say so, not gRPC.
         raise TrainingError(

@@ -1,0 +1,93 @@
+"""Publishing where users really point --out: a symlink to a directory, and a mount point.
+
+Both used to lose the model: a symlink was replaced by a real directory (the target kept
+the old model), and a mount point failed at the very end with EXDEV, because the staging
+directory was created in the parent, on another filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runtime import Generator
+from runtime.artifact import MODEL_FILE, VOCAB_FILE
+from trainer.export import reexport
+
+
+def _leftovers(*dirs: Path) -> list[str]:
+    return [p.name for d in dirs for p in d.iterdir() if "staging" in p.name or ".tmp" in p.name]
+
+
+def test_symlinked_out_is_followed_and_kept(tmp_path: Path, tiny_model: Path) -> None:
+    real = tmp_path / "volumes" / "model"
+    real.mkdir(parents=True)
+    (real / "notes.txt").write_text("mine")
+    link = tmp_path / "current"
+    link.symlink_to(real, target_is_directory=True)
+    for force in (False, True):  # a fresh target, then replacing the model it holds
+        spec = reexport(tiny_model, link, force=force)
+        assert link.is_symlink() and Path(os.readlink(link)) == real
+        assert (real / MODEL_FILE).is_file() and (real / VOCAB_FILE).is_file()
+        assert (real / "notes.txt").read_text() == "mine"
+        assert Generator.load(link).spec.model_sha256 == spec.model_sha256
+        assert _leftovers(tmp_path, real.parent, real) == []
+
+
+@pytest.fixture
+def mount_point(tmp_path: Path):
+    """A tmpfs mounted inside tmp_path: another filesystem than its parent."""
+    where = tmp_path / "volume"
+    where.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        # Only where mounting is not permitted (no root); .ci/run runs as root and mounts.
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_mount_point_out_publishes(tmp_path: Path, tiny_model: Path, mount_point: Path) -> None:
+    assert os.path.ismount(mount_point)
+    for force in (False, True):
+        spec = reexport(tiny_model, mount_point, force=force)
+        assert Generator.load(mount_point).spec.model_sha256 == spec.model_sha256
+        assert _leftovers(tmp_path, mount_point) == []
+
+
+def test_second_writer_is_refused_with_the_holders_pid(tmp_path: Path, tiny_model: Path) -> None:
+    from click.testing import CliRunner
+
+    from trainer.cli import main
+    from trainer.publish import out_dir_lock
+
+    out = tmp_path / "busy"
+    with out_dir_lock(out):  # this process plays the first trainer
+        for args in (
+            ["train", "--out", str(out), "--epochs", "1"],
+            ["export", "--model-dir", str(tiny_model), "--out", str(out)],
+        ):
+            result = CliRunner().invoke(main, args)
+            assert result.exit_code == 1, result.output
+            assert f"another textgen-train (PID {os.getpid()})" in result.output
+            assert "Traceback" not in result.output
+    assert not (out / "model.onnx").exists()
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path: Path, tiny_model: Path) -> None:
+    from trainer.publish import LOCK_FILE
+
+    out = tmp_path / "after-crash"
+    out.mkdir()
+    (out / LOCK_FILE).write_text("999999\n")  # a dead holder: the file, but no flock
+    reexport(tiny_model, out)
+    assert (out / MODEL_FILE).is_file() and not (out / LOCK_FILE).exists()
