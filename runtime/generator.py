@@ -16,7 +16,7 @@ import onnxruntime as ort
 from .artifact import MODEL_FILES, ModelSpec, default_model_dir
 from .decoding import GenerationOptions, Sampler, ends_with_stop
 from .errors import ArtifactError, GenerationSettingsError, ModelNotFoundError, PromptError
-from .graph_rules import GraphRuleError, ProtoError, vet_model
+from .graph_rules import GraphMismatchError, GraphRuleError, ProtoError, vet_model
 
 # Far beyond any useful greedy continuation of a window model, small enough that a typo
 # (an extra zero or three) is caught before it pins a device's CPU for minutes.
@@ -147,6 +147,11 @@ class Generator:
             )
         try:
             vet_model(data, spec, precision)
+        except GraphMismatchError as exc:
+            raise ArtifactError(
+                f"{model_path} does not match vocab.json: {exc}; copy both files from the "
+                "same export"
+            ) from None
         except (ProtoError, GraphRuleError) as exc:
             raise ArtifactError(
                 f"{model_path} is not a graph textgen-train writes ({exc}); refusing to load "

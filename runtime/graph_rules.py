@@ -50,11 +50,16 @@ ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
 # A graph with more nodes than this is not ours (16 stacked layers use about 100).
 MAX_NODES = 2_000
 
-Dim = int | str  # an int, or a symbol: "B" (batch) or "T" (time)
+Dim = int | str  # an int, or a symbol: "batch" or "time"
 
 
 class GraphRuleError(Exception):
     """The graph is not one our exporters write (the message says what differs)."""
+
+
+class GraphMismatchError(GraphRuleError):
+    """The graph's inputs or outputs are not the ones vocab.json declares (files from two
+    different exports, or an edited vocab.json)."""
 
 
 @dataclass(frozen=True)
@@ -363,20 +368,29 @@ def _initial_values(model: Model, spec: ModelSpec) -> tuple[dict[str, Value], li
     assert graph is not None
     values: dict[str, Value] = {}
     # The time axis is a symbol even for a window model: its length is the caller's input.
-    values[spec.input.name] = Value(INT32 if spec.input.dtype == "int32" else INT64, ("B", "T"))
+    values[spec.input.name] = Value(
+        INT32 if spec.input.dtype == "int32" else INT64, ("batch", "time")
+    )
     for state in spec.states:
-        values[state.input] = Value(FLOAT, ("B", state.shape[1]))
+        values[state.input] = Value(FLOAT, ("batch", state.shape[1]))
     declared = {v.name: v for v in graph.inputs}
     if sorted(declared) != sorted(values) or len(declared) != len(graph.inputs):
-        raise _fail(f"graph inputs are {sorted(declared)}, vocab.json says {sorted(values)}")
+        raise GraphMismatchError(
+            f"graph inputs are {sorted(declared)}, vocab.json says {sorted(values)}"
+        )
     for name, value in values.items():
         info = declared[name]
         if info.elem_type != value.dtype or info.shape is None or len(info.shape) != 2:
-            raise _fail(f"graph input {name!r} is not declared as vocab.json says")
+            raise GraphMismatchError(f"graph input {name!r} is not what vocab.json declares")
         if name == spec.input.name and not spec.stateful and info.shape[1] != spec.seq_length:
-            raise _fail(f"graph input {name!r} is not a window of {spec.seq_length}")
+            raise GraphMismatchError(
+                f"the graph reads windows of {info.shape[1]}, vocab.json says seq_length "
+                f"{spec.seq_length}"
+            )
         if name != spec.input.name and info.shape[1] != value.shape[1]:
-            raise _fail(f"graph input {name!r} has {info.shape[1]} units, not {value.shape[1]}")
+            raise GraphMismatchError(
+                f"state {name!r} has {info.shape[1]} units, vocab.json says {value.shape[1]}"
+            )
     for t in graph.initializers:
         if not t.name or t.name in values:
             raise _fail(f"initializer {t.name!r} is unnamed or shadows another tensor")
@@ -439,19 +453,26 @@ def _check_outputs(model: Model, spec: ModelSpec, values: dict[str, Value]) -> N
     graph = model.graph
     assert graph is not None
     wanted = {
-        spec.output.name: Value(FLOAT, ("B", spec.vocab_size)),
-        spec.next.name: Value(INT64, ("B",)),
+        spec.output.name: Value(FLOAT, ("batch", spec.vocab_size)),
+        spec.next.name: Value(INT64, ("batch",)),
     }
     for state in spec.states:
-        wanted[state.output] = Value(FLOAT, ("B", state.shape[1]))
+        wanted[state.output] = Value(FLOAT, ("batch", state.shape[1]))
     declared = [v.name for v in graph.outputs]
     if sorted(declared) != sorted(wanted):
-        raise _fail(f"graph outputs are {sorted(declared)}, vocab.json says {sorted(wanted)}")
+        raise GraphMismatchError(
+            f"graph outputs are {sorted(declared)}, vocab.json says {sorted(wanted)}"
+        )
     for name, want in wanted.items():
         got = values.get(name)
         if got is None or got.initializer or (got.dtype, got.shape) != (want.dtype, want.shape):
+            if name == spec.output.name and got is not None and got.shape[:1] == ("batch",):
+                raise GraphMismatchError(
+                    f"the graph scores {got.shape[-1]} characters, vocab.json has "
+                    f"{spec.vocab_size} characters"
+                )
             shown = _describe(got) if got else "undefined"
-            raise _fail(f"graph output {name!r} is {shown}, expected {_describe(want)}")
+            raise GraphMismatchError(f"graph output {name!r} is {shown}, not {_describe(want)}")
 
 
 def vet_model(data: bytes, spec: ModelSpec, precision: str) -> None:
@@ -465,6 +486,7 @@ __all__ = [
     "ACTIVATIONS",
     "IR_VERSION",
     "OPSET",
+    "GraphMismatchError",
     "GraphRuleError",
     "ProtoError",
     "check_model",

@@ -219,7 +219,11 @@ class _Message:
         self.values: dict[str, list] = {}
         for number, wire, value in reader.fields(buf, where):
             if number not in spec:
-                raise ProtoError(f"{where} has field {number}, which rnn-textgen never writes")
+                what = _KNOWN_REFUSALS.get((id(spec), number))
+                what = f" ({what})" if what else ""
+                raise ProtoError(
+                    f"{where} has field {number}{what}, which rnn-textgen never writes"
+                )
             name, kind, repeated = spec[number]
             items = self.values.setdefault(name, [])
             if items and not repeated:
@@ -351,10 +355,26 @@ _DIM = {
 }
 
 
+# Fields of the schema that are refused by name, so the message says what was found.
+_KNOWN_REFUSALS = {
+    (id(_MODEL), 20): "training info",
+    (id(_MODEL), 25): "model-local functions",
+    (id(_GRAPH), 15): "sparse initializers",
+    (id(_NODE), 8): "a function overload",
+    (id(_ATTRIBUTE), 5): "a tensor attribute",
+    (id(_ATTRIBUTE), 6): "a subgraph",
+    (id(_ATTRIBUTE), 10): "tensor attributes",
+    (id(_ATTRIBUTE), 11): "subgraphs",
+    (id(_ATTRIBUTE), 22): "a sparse tensor",
+    (id(_TENSOR), 3): "a segment",
+    (id(_TENSOR), 13): "external data: tensor bytes in another file",
+}
+
+
 def _tensor(reader: _Reader, buf: memoryview, where: str) -> Tensor:
     msg = _Message(reader, buf, where, _TENSOR)
     if msg.one("data_location", 0) != 0:
-        raise ProtoError(f"{where} keeps its data outside the file")
+        raise ProtoError(f"{where} keeps its data outside the file (external data)")
     out = Tensor(
         name=msg.one("name", ""),
         data_type=msg.one("data_type", 0),

@@ -98,7 +98,7 @@ def _garbage_resealed(d):
         (lambda d: (d / MODEL_FILE).unlink(), ["model.onnx not found"]),
         (lambda d: (d / VOCAB_FILE).unlink(), ["vocab.json not found"]),
         (_truncate, ["sha256"]),
-        (_garbage_resealed, ["not a valid ONNX model"]),
+        (_garbage_resealed, ["not a graph textgen-train writes"]),
         (lambda d: (d / VOCAB_FILE).write_text("{oops"), ["not valid JSON"]),
         (lambda d: edit_vocab(d, lambda v: v.__setitem__("version", 7)), ["version 7"]),
         (lambda d: edit_vocab(d, lambda v: v["chars"].pop()), ["19 characters"]),
