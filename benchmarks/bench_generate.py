@@ -171,7 +171,7 @@ def main() -> None:
     gen = Generator.load(args.model)
     spec = gen.spec
     model = load_keras(args.model / "model.keras", compile=False)
-    prompt = spec.training.get("sample_prompt") or spec.chars[0] * spec.seq_length
+    prompt = spec.sample_prompt
     slow_n, fast_n, batch_n = (5, 300, 50) if args.quick else (20, 3000, 500)
     repeats = 3 if args.quick else 9
     batch = 64

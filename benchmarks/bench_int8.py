@@ -58,7 +58,7 @@ def main() -> None:
         v = spec.variants["int8"]
         fp32_bytes = (out / "model.onnx").stat().st_size
         gens = {p: Generator.load(out, precision=p) for p in ("fp32", "int8")}
-        prompt = spec.training["sample_prompt"]
+        prompt = spec.sample_prompt
         n = 300
         us = {
             p: median_time(lambda g=g: g.generate(prompt, n), 7) / n * 1e6 for p, g in gens.items()

@@ -33,7 +33,7 @@ from runtime import Generator
 out = {"onnxruntime": onnxruntime.__version__}
 for path, precision in json.loads(sys.argv[1]):
     g = Generator.load(path or None, precision=precision)
-    prompt = g.spec.training["sample_prompt"]
+    prompt = g.spec.sample_prompt
     out[f"{path or 'default'}:{precision}"] = g.generate(prompt, LENGTH)
 from click.testing import CliRunner
 from runtime.cli import main

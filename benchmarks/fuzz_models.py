@@ -74,7 +74,7 @@ for case in range(int(first), int(first) + int(count)):
     (work / "vocab.json").write_text(json.dumps(vocab))
     try:
         g = Generator.load(work)
-        g.generate(g.spec.training.get("sample_prompt") or g.spec.chars[0] * g.spec.seq_length, 3)
+        g.generate(g.spec.sample_prompt, 3)
         counts["ok"] += 1
     except ArtifactError:
         counts["ArtifactError"] += 1

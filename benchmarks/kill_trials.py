@@ -78,7 +78,7 @@ def consistent(out: Path) -> str | None:
     """None if out holds a complete, loadable set; else what is wrong."""
     code = (
         "import sys; from runtime import Generator; "
-        "g = Generator.load(sys.argv[1]); g.generate(g.spec.training['sample_prompt'], 3)"
+        "g = Generator.load(sys.argv[1]); g.generate(g.spec.sample_prompt, 3)"
     )
     if any(not (out / n).is_file() for n in SET):
         return "incomplete set: " + ", ".join(n for n in SET if not (out / n).is_file())

@@ -29,7 +29,7 @@ def rss_mb() -> float:
 
 
 def jobs_for(gen: Generator) -> list[tuple[str, GenerationOptions, bool]]:
-    start = gen.spec.training.get("sample_prompt") or gen.spec.chars[0] * gen.spec.seq_length
+    start = gen.spec.sample_prompt
     prompts = [start, start[::-1], start * 2, start[1:] + start[:1]]
     prompts = [p for p in prompts if len(p) >= gen.spec.min_prompt] or [start]
     jobs = []

@@ -12,7 +12,7 @@ def main() -> int:
     except TextgenError as exc:
         print(f"cannot load the model: {exc}", file=sys.stderr)
         return 1
-    prompt = gen.spec.training.get("sample_prompt", "This is Z")
+    prompt = gen.spec.sample_prompt
     print("greedy: ", gen.generate(prompt, 40))
     creative = GenerationOptions(temperature=0.8, top_k=5, seed=42, stop=(".",))
     print("sampled:", gen.generate(prompt, 40, creative))

@@ -131,6 +131,15 @@ class ModelSpec:
         return 1 if self.stateful else self.seq_length
 
     @property
+    def sample_prompt(self) -> str:
+        """The prompt to use when none is given: the start of the training corpus, recorded
+        at export, or (for a file without one) the first character repeated to a window."""
+        recorded = self.training.get("sample_prompt")
+        if isinstance(recorded, str) and recorded:
+            return recorded
+        return self.chars[0] * self.seq_length
+
+    @property
     def precisions(self) -> list[str]:
         """Precisions this model directory offers: always fp32, plus its variants."""
         return ["fp32", *sorted(self.variants)]
@@ -304,16 +313,7 @@ class ModelSpec:
     def read(cls, model_dir: Path) -> ModelSpec:
         """Read `model_dir/vocab.json`, refusing files over MAX_VOCAB_BYTES before parsing."""
         path = Path(model_dir) / VOCAB_FILE
-        if not path.is_file():
-            raise ModelNotFoundError(
-                f"{path} not found; a model directory needs {MODEL_FILE} and {VOCAB_FILE}"
-            )
-        with path.open("rb") as fh:
-            data = fh.read(MAX_VOCAB_BYTES + 1)
-        if len(data) > MAX_VOCAB_BYTES:
-            raise ArtifactError(
-                f"{path} is larger than {MAX_VOCAB_BYTES} bytes; it is not a vocabulary file"
-            )
+        data = read_capped(path, MAX_VOCAB_BYTES, "vocabulary file")
         return cls.from_json(data, source=str(path))
 
 
@@ -443,6 +443,29 @@ def _states(v: _Validator, doc: Any, mode: str) -> tuple[StateSpec, ...]:
         )
         out.append(StateSpec(input=names[0], output=names[1], shape=tuple(shape)))
     return tuple(out)
+
+
+def read_capped(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of `path`, refusing a file over `limit` before reading it all; every OS
+    error (missing, unreadable, a name too long) is the runtime's own one-line error."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise ModelNotFoundError(
+            f"{path} not found; a model directory needs {MODEL_FILE} and {VOCAB_FILE} (and "
+            "any variant it lists) from one export of textgen-train"
+        ) from None
+    except OSError as exc:
+        raise ArtifactError(
+            f"cannot read {path}: {exc.strerror or exc}; check the path and its permissions"
+        ) from None
+    if len(data) > limit:
+        raise ArtifactError(
+            f"{path} is over the {limit:,}-byte limit for a {what}; if it is really yours, "
+            "raise the limit (max_model_bytes)"
+        )
+    return data
 
 
 def default_model_dir() -> Path:

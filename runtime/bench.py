@@ -51,7 +51,9 @@ def measure_child(cmd: list[str], cwd: Path | None = None) -> tuple[float, float
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {output[-300:]}")
-    return elapsed, usage.ru_maxrss / 1024, output  # Linux reports KiB
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    peak_mb = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+    return elapsed, peak_mb, output
 
 
 def run(
@@ -65,7 +67,7 @@ def run(
 ) -> BenchResult:
     """Measure `model_dir` (None = the default model); medians over `repeats` runs."""
     gen = Generator.load(model_dir, precision=precision, threads=threads)
-    prompt = gen.spec.training.get("sample_prompt") or gen.spec.chars[0] * gen.spec.seq_length
+    prompt = gen.spec.sample_prompt
     gen.generate(prompt, 100)  # warm-up: first Runs allocate
 
     per_char = []
@@ -91,7 +93,8 @@ def run(
         batched.append(time.perf_counter() - start)
 
     model_arg = ["--model", str(gen.model_dir), "--precision", precision]
-    cmd = [sys.executable, "-m", "runtime.cli", "generate", prompt, "-n", "50", *model_arg]
+    # "--" ends the options: a prompt may start with "-".
+    cmd = [sys.executable, "-m", "runtime.cli", "generate", "-n", "50", *model_arg, "--", prompt]
     cold = [measure_child(cmd)[:2] for _ in range(repeats)]
     bare = [measure_child([sys.executable, "-c", "import onnxruntime"])[0] for _ in range(repeats)]
     return BenchResult(

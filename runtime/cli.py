@@ -7,10 +7,12 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 import click
+import onnxruntime as ort
 
 from .artifact import MODEL_FILE, MODEL_FILES, VOCAB_FILE, printable
 from .decoding import GenerationOptions
@@ -42,6 +44,9 @@ class _Group(click.Group):
 @click.version_option(package_name="rnn-textgen")
 def main() -> None:
     """Generate text with a character-level RNN exported by textgen-train."""
+    # onnxruntime's own log lines (coloured, before ours) would make an error two lines:
+    # every failure it reports reaches the user as the runtime's one Error: line.
+    ort.set_default_logger_severity(4)
 
 
 def _error(exc: Exception) -> click.ClickException:
@@ -121,7 +126,7 @@ WARMUP_THREADS_OPTION = click.option(
 )
 @click.option(
     "--prompts-file",
-    type=click.File("r", encoding="utf-8"),
+    type=click.File("rb"),
     default=None,
     help="Generate for every line of FILE ('-' = stdin) in one batch; "
     "prints one completion per line.",
@@ -139,7 +144,7 @@ def generate(
     seed: int | None,
     stop: tuple[str, ...],
     as_json: bool,
-    prompts_file: TextIO | None,
+    prompts_file: BinaryIO | None,
     precision: str,
     threads: int,
     warmup_threads: int | None,
@@ -151,6 +156,7 @@ def generate(
     """
     if prompt is not None and prompts_file is not None:
         raise click.UsageError("give either PROMPT or --prompts-file, not both")
+    out = _stdout()
     try:
         options = GenerationOptions(
             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=stop
@@ -165,52 +171,134 @@ def generate(
             start = time.perf_counter()
             texts = gen.generate_batch(prompts, length, options)
             seconds = time.perf_counter() - start
-            for p, text in zip(prompts, texts, strict=True):
-                click.echo(_json(gen, p, text, options, length, seconds) if as_json else text)
+            if as_json:
+                lines = [
+                    _json(out, gen, p, t, options, length, seconds)
+                    for p, t in zip(prompts, texts, strict=True)
+                ]
+            else:
+                _check_encodable(out, "".join(texts))
+                lines = texts
+            _echo(out, "\n".join(lines))
             return
         if prompt is None:
-            prompt = gen.spec.training.get("sample_prompt", "")
+            prompt = gen.spec.sample_prompt
         chars = gen.stream(prompt, length, options)
         if as_json:
             start = time.perf_counter()
             text = prompt + "".join(chars)
-            click.echo(_json(gen, prompt, text, options, length, time.perf_counter() - start))
+            _echo(out, _json(out, gen, prompt, text, options, length, time.perf_counter() - start))
             return
-        _print_stream(prompt, chars)
+        # Checked before the first character: a stream never breaks off half-way.
+        _check_encodable(out, prompt + "".join(gen.spec.chars))
+        _print_stream(out, prompt, chars)
     except TextgenError as exc:
         raise _error(exc) from None
 
 
-def _print_stream(prompt: str, chars: Iterator[str]) -> None:
+def _stdout() -> TextIO:
+    """Standard output, or a one-line error when the shell closed it (`>&-`)."""
+    if sys.stdout is None:
+        raise click.ClickException(
+            "standard output is closed; redirect it to a file or to /dev/null"
+        )
+    return sys.stdout
+
+
+@contextmanager
+def _writing() -> Iterator[None]:
+    """Output failures as users meet them: a reader that left (`| head`) ends the command
+    quietly with status 0; a full disk or a closed descriptor is one Error: line."""
+    try:
+        yield
+    except BrokenPipeError:
+        _drop_stdout()
+        sys.exit(0)
+    except OSError as exc:
+        _drop_stdout()
+        raise click.ClickException(
+            f"cannot write the output: {exc.strerror or exc}; free some space or write it elsewhere"
+        ) from None
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush cannot fail again."""
+    with suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _echo(out: TextIO, text: str) -> None:
+    with _writing():
+        out.write(text + "\n")
+        out.flush()
+
+
+def _check_encodable(out: TextIO, text: str) -> None:
+    encoding = getattr(out, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError as exc:
+        raise click.ClickException(
+            f"standard output's encoding ({encoding}) cannot show "
+            f"{printable(repr(exc.object[exc.start]))}, which this model can write; use a "
+            "UTF-8 locale or PYTHONIOENCODING=utf-8, or --json (which escapes it)"
+        ) from None
+    except LookupError:
+        return
+
+
+def _utf(out: TextIO) -> bool:
+    encoding = (getattr(out, "encoding", None) or "utf-8").lower().replace("-", "")
+    return encoding in ("utf8", "utf8sig")
+
+
+def _print_stream(out: TextIO, prompt: str, chars: Iterator[str]) -> None:
     """Write the prompt, then each character as it comes; Ctrl-C keeps what was printed."""
-    out = sys.stdout
     # Per-character flushes are for a person watching; a pipe gets whole buffers.
     live = out.isatty()
-    try:
-        out.write(prompt)
-        out.flush()
-        for ch in chars:
-            out.write(ch)
-            if live:
-                out.flush()
-        out.write("\n")
-        out.flush()
-    except KeyboardInterrupt:
-        out.write("\n")
-        out.flush()
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except BrokenPipeError:  # `textgen generate ... | head -c 20`: the reader left, not an error
-        sys.stderr.close()
-        os._exit(0)
+    with _writing():
+        try:
+            out.write(prompt)
+            out.flush()
+            for ch in chars:
+                out.write(ch)
+                if live:
+                    out.flush()
+            out.write("\n")
+            out.flush()
+        except KeyboardInterrupt:
+            out.write("\n")
+            out.flush()
+            click.echo("interrupted", err=True)
+            sys.exit(130)
 
 
 def _read_stdin_prompt() -> str:
-    text = sys.stdin.read()
-    return text[:-1] if text.endswith("\n") else text
+    if sys.stdin is None:
+        raise click.ClickException(
+            "standard input is closed; pipe a prompt in, or give it as an argument"
+        )
+    text = _decode(sys.stdin.buffer.read(), "standard input")
+    # One trailing line ending (LF or CRLF) is the shell's, not the prompt's.
+    for ending in ("\r\n", "\n"):
+        if text.endswith(ending):
+            return text[: -len(ending)]
+    return text
+
+
+def _decode(data: bytes, source: str) -> str:
+    """UTF-8 text (a byte-order mark dropped), or a one-line error naming the bad byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(
+            f"{source} is not UTF-8 (bad byte at offset {exc.start}); convert it first"
+        ) from None
 
 
 def _json(
+    out: TextIO,
     gen: Generator,
     prompt: str,
     text: str,
@@ -240,19 +328,23 @@ def _json(
                 "characters_per_second": round(len(generated) / seconds, 1) if seconds else None,
             },
         },
-        ensure_ascii=False,
+        # \u escapes where the terminal cannot show the text: still the same JSON.
+        ensure_ascii=not _utf(out),
     )
 
 
-def _read_prompts(fh: TextIO) -> list[str]:
-    try:
-        prompts = fh.read().splitlines()
-    except UnicodeDecodeError as exc:
-        raise click.ClickException(
-            f"{fh.name} is not UTF-8 (bad byte at offset {exc.start}); convert it first"
-        ) from None
+def _read_prompts(fh: BinaryIO) -> list[str]:
+    """One prompt per line: split on LF only (a prompt may hold other separators), a CR
+    before it dropped, as is the byte-order mark of a file saved by Windows tools."""
+    name = getattr(fh, "name", "the prompts file")
+    name = "standard input" if name in ("<stdin>", "-") else name
+    text = _decode(fh.read(), str(name))
+    prompts = text.split("\n")
+    if prompts and prompts[-1] == "":
+        prompts.pop()
+    prompts = [p[:-1] if p.endswith("\r") else p for p in prompts]
     if not prompts:
-        raise click.ClickException(f"{fh.name} holds no prompts; write one prompt per line")
+        raise click.ClickException(f"{name} holds no prompts; write one prompt per line")
     return prompts
 
 
@@ -271,22 +363,24 @@ def bench(model_dir: Path | None, precision: str, threads: int, batch: int) -> N
     """Measure this machine: per-character latency, throughput, cold start, peak RSS."""
     from . import bench as bench_mod
 
+    out = _stdout()
     try:
         result = bench_mod.run(model_dir, precision=precision, threads=threads, batch=batch)
     except TextgenError as exc:
         raise _error(exc) from None
-    click.echo("\n".join(result.lines()))
+    _echo(out, "\n".join(result.lines()))
 
 
 @main.command()
 @MODEL_OPTION
 def info(model_dir: Path | None) -> None:
     """Print the model card: vocabulary, window, architecture, files and training facts."""
+    out = _stdout()
     try:
         gen = Generator.load(model_dir)
     except TextgenError as exc:
         raise _error(exc) from None
-    click.echo(model_card(gen))
+    _echo(out, model_card(gen))
 
 
 def model_card(gen: Generator) -> str:

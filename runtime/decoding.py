@@ -89,8 +89,12 @@ class Sampler:
     def __call__(self, probs: np.ndarray, out: np.ndarray) -> None:
         """Write one drawn index per row of `probs` [batch, vocab] into `out` [batch]."""
         # Work in log space: p ** (1 / T) without overflow, and -inf marks cut characters.
-        with np.errstate(divide="ignore"):
-            logp = np.log(probs.astype(np.float64)) / self.temperature
+        # The most likely character is 0 before dividing, so a temperature near 0 (even
+        # 1e-310) tends to greedy instead of overflowing every row to -inf.
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            logp = np.log(probs.astype(np.float64))
+            logp -= logp.max(axis=1, keepdims=True)
+            logp /= self.temperature
         vocab = logp.shape[1]
         if self.top_k is not None and self.top_k < vocab:
             kth = np.partition(logp, vocab - self.top_k, axis=1)[:, vocab - self.top_k]

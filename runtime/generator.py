@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .artifact import MODEL_FILES, ModelSpec, default_model_dir
+from .artifact import MODEL_FILES, ModelSpec, default_model_dir, read_capped
 from .decoding import GenerationOptions, Sampler, ends_with_stop
 from .errors import ArtifactError, GenerationSettingsError, ModelNotFoundError, PromptError
 from .graph_rules import GraphMismatchError, GraphRuleError, ProtoError, vet_model
@@ -31,6 +31,9 @@ _ORT_DTYPES = {
 
 # A batch this size already saturates a core; more is almost certainly a mistake in a script.
 MAX_BATCH = 65_536
+# Characters one batch may generate in all (prompts x length): its indices and texts take a
+# few hundred MB; beyond that a request is a mistake (65,536 x 100,000 would need 48 GiB).
+MAX_BATCH_CHARS = 1 << 26
 # Far above any character model (an LSTM 1024 x 3 is about 100 MB); a cap on what a hostile
 # or mistaken file can make the runtime read and hash.
 MAX_MODEL_BYTES = 512 * 1024 * 1024
@@ -126,7 +129,7 @@ class Generator:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise GenerationSettingsError(f"{name} must be a positive integer, got {value!r}")
         model_dir = Path(path) if path is not None else default_model_dir()
-        if not model_dir.is_dir():
+        if not _is_dir(model_dir):
             raise ModelNotFoundError(
                 f"model directory {model_dir} not found; pass --model DIR with a directory "
                 "written by textgen-train"
@@ -134,11 +137,7 @@ class Generator:
         spec = ModelSpec.read(model_dir)
         file_name, sha256 = spec.model_file(precision)
         model_path = model_dir / file_name
-        if not model_path.is_file():
-            raise ModelNotFoundError(
-                f"{model_path} not found; re-export the model with textgen-train export"
-            )
-        data = _read_limited(model_path, max_model_bytes)
+        data = read_capped(model_path, max_model_bytes, "model")
         # Hash, vet and load the same bytes: a file swapped after the check is never run.
         if hashlib.sha256(data).hexdigest() != sha256:
             raise ArtifactError(
@@ -196,7 +195,9 @@ class Generator:
     def encode(self, prompt: str) -> np.ndarray:
         """Character indices of `prompt`; raises PromptError if the model cannot read it."""
         need = self.spec.min_prompt
-        if not isinstance(prompt, str) or prompt == "":
+        if not isinstance(prompt, str):
+            raise PromptError(f"the prompt must be a string, got {type(prompt).__name__}")
+        if prompt == "":
             raise PromptError(f"the prompt is empty; give at least {need} character(s)")
         index = self.spec.char_to_index
         unknown = sorted({c for c in prompt if c not in index})
@@ -267,13 +268,20 @@ class Generator:
         _check_length(length)
         if isinstance(prompts, str) or not 1 <= len(prompts) <= MAX_BATCH:
             raise GenerationSettingsError(f"prompts must be a list of 1 to {MAX_BATCH} strings")
+        if len(prompts) * length > MAX_BATCH_CHARS:
+            raise GenerationSettingsError(
+                f"{len(prompts):,} prompts x {length:,} characters is "
+                f"{len(prompts) * length:,} characters, over the {MAX_BATCH_CHARS:,} one batch "
+                "may generate; use fewer prompts per batch or a shorter length"
+            )
         encoded = []
         for i, prompt in enumerate(prompts):
             try:
                 encoded.append(self.encode(prompt))
             except PromptError as exc:
                 raise PromptError(f"prompt {i + 1} of {len(prompts)}: {exc}") from None
-        out = np.empty((length, len(prompts)), dtype=np.int64)
+        # Indices fit 16 bits (at most MAX_CHARS characters): a quarter of int64's memory.
+        out = np.empty((length, len(prompts)), dtype=np.uint16)
         with _model_failures():
             advance, nxt = self._decoder(encoded, None if options.greedy else Sampler(options))
             vocab = self.spec.vocab_size
@@ -441,15 +449,11 @@ def _model_failures() -> Iterator[None]:
         raise ArtifactError(f"the model failed while generating: {_first_line(exc)}") from None
 
 
-def _read_limited(path: Path, limit: int) -> bytes:
-    size = path.stat().st_size
-    if size > limit:
-        raise ArtifactError(
-            f"{path} is {size:,} bytes, over the {limit:,}-byte limit; if it is really yours, "
-            "raise max_model_bytes"
-        )
-    with path.open("rb") as fh:
-        return fh.read(limit + 1)[:limit]
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name longer than the system allows, a loop of links
+        return False
 
 
 def _options(options: GenerationOptions | None) -> GenerationOptions:

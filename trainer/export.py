@@ -336,7 +336,7 @@ def reexport(
         model = load_keras(keras_path, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged archive
         raise ExportError(f"cannot load {keras_path}: {exc}; retrain the model") from None
-    prompt = old.training.get("sample_prompt") or "".join(old.chars[:1]) * old.seq_length
+    prompt = old.sample_prompt
     ids = np.array([old.char_to_index[c] for c in prompt], dtype=np.int32)
     rng = np.random.default_rng(seed)
     random_windows = rng.integers(0, old.vocab_size, size=(1024, old.seq_length), dtype=np.int32)

@@ -1,0 +1,184 @@
+"""`textgen` where shells and cron jobs really run it: closed, full and narrow streams.
+
+Each case runs the real command in a fresh process with real file descriptors, and must end
+with one `Error:` line (exit 1) or succeed, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, edit_vocab
+
+from runtime import Generator
+from runtime.artifact import MODEL_FILE
+from runtime.errors import ArtifactError
+
+TEXTGEN = [sys.executable, "-m", "runtime.cli"]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def _sh(script: str, stdin: bytes | None = None, env: dict | None = None):
+    """Run a shell line with $TEXTGEN set; returns (exit status, stdout, stderr)."""
+    textgen = " ".join(TEXTGEN)
+    proc = subprocess.run(
+        ["sh", "-c", script.replace("TEXTGEN", textgen)],
+        input=stdin,
+        capture_output=True,
+        env={**ENV, **(env or {})},
+        timeout=120,
+    )
+    return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode()
+
+
+def _one_error(rc: int, err: str, fragment: str) -> None:
+    lines = err.strip().splitlines()
+    assert rc == 1, err
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and fragment in lines[0], err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        '"This is Z"',
+        '"This is Z" --json',
+        "--prompts-file PROMPTS",
+        "--prompts-file PROMPTS --json",
+        "info",
+    ],
+)
+def test_closed_and_full_stdout(tmp_path: Path, args: str) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("This is Z\nis Z\n")
+    command = args if args == "info" else f"generate {args}"
+    command = command.replace("PROMPTS", str(prompts))
+    rc, _, err = _sh(f"TEXTGEN {command} >&-")
+    _one_error(rc, err, "standard output is closed")
+    rc, _, err = _sh(f"TEXTGEN {command} > /dev/full")
+    _one_error(rc, err, "No space left on device")
+
+
+def test_closed_stdin_for_dash_prompt() -> None:
+    rc, _, err = _sh("TEXTGEN generate - <&-")
+    _one_error(rc, err, "standard input is closed")
+
+
+def test_stdin_that_is_not_utf8() -> None:
+    rc, _, err = _sh("TEXTGEN generate -", stdin=b"This \xff Z")
+    _one_error(rc, err, "not UTF-8 (bad byte at offset 5)")
+
+
+def test_crlf_stdin_drops_the_line_ending() -> None:
+    rc, out, _ = _sh("TEXTGEN generate - -n 5", stdin=b"This is Z\r\n")
+    assert rc == 0 and out == Generator.load().generate("This is Z", 5) + "\n"
+
+
+def test_prompts_file_bom_crlf_and_only_lf_splits(tmp_path: Path) -> None:
+    path = tmp_path / "p.txt"
+    path.write_bytes(b"\xef\xbb\xbfThis is Z\r\nis Z\n")
+    rc, out, err = _sh(f"TEXTGEN generate --prompts-file {path} -n 5 --json")
+    assert rc == 0, err
+    assert [json.loads(line)["prompt"] for line in out.splitlines()] == ["This is Z", "is Z"]
+    # \v, \f and U+2028 are characters of a prompt, not line breaks.
+    path.write_text("This is Z\vis Z\u2028\n", encoding="utf-8")
+    rc, _, err = _sh(f"TEXTGEN generate --prompts-file {path}")
+    _one_error(rc, err, "'\\x0b'")
+
+
+def test_batch_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    path = tmp_path / "p.txt"
+    path.write_text("This is Z\n" * 5000)
+    rc, out, err = _sh(f"TEXTGEN generate --prompts-file {path} -n 20 | head -1; exit $?")
+    assert out.startswith("This is Z") and err == ""
+    textgen = " ".join(TEXTGEN)
+    script = f"{textgen} generate --prompts-file {path} -n 20 | head -1 > /dev/null"
+    proc = subprocess.run(["bash", "-c", script + "; exit ${PIPESTATUS[0]}"], env=ENV)
+    assert proc.returncode == 0
+
+
+def test_ascii_stdout_is_refused_before_the_stream_and_escaped_in_json(tmp_path, tiny_model):
+    model = tmp_path / "m"
+    subprocess.run(["cp", "-r", str(tiny_model), str(model)], check=True)
+    # The fox corpus is ASCII; an ASCII-only terminal and a model that writes 'é':
+    edit_vocab(model, lambda d: d["chars"].__setitem__(-1, "é"))
+    edit_vocab(model, lambda d: d["training"].__setitem__("sample_prompt", "The quick"))
+    env = {"PYTHONIOENCODING": "ascii"}
+    rc, out, err = _sh(f"TEXTGEN generate 'The quick' --model {model} -n 5", env=env)
+    _one_error(rc, err, "cannot show 'é'")
+    assert out == ""  # nothing half-printed
+    rc, out, err = _sh(f"TEXTGEN generate 'The quick' --model {model} -n 5 --json", env=env)
+    assert rc == 0 and json.loads(out)["prompt"] == "The quick", err
+
+
+def test_unreadable_model_file_is_one_error(model_copy: Path) -> None:
+    (model_copy / MODEL_FILE).unlink()
+    (model_copy / MODEL_FILE).mkdir()  # reading it fails with an OS error, even for root
+    with pytest.raises(ArtifactError, match="cannot read .*model.onnx"):
+        Generator.load(model_copy)
+    rc, _, err = _sh(f"TEXTGEN info --model {model_copy}")
+    _one_error(rc, err, "cannot read")
+
+
+def test_path_longer_than_the_os_allows() -> None:
+    rc, _, err = _sh(f"TEXTGEN generate x --model /tmp/{'a' * 5000}")
+    _one_error(rc, err, "not found")
+
+
+def test_sample_prompt_starting_with_a_dash_in_bench(model_copy: Path) -> None:
+    from runtime.bench import run
+
+    edit_vocab(model_copy, lambda d: d["training"].__setitem__("sample_prompt", "-isZ"))
+    edit_vocab(model_copy, lambda d: d["chars"].__setitem__(0, "-"))  # ' ' becomes '-'
+    result = run(model_copy, chars=50, batch=2, repeats=1)
+    assert result.chars_per_s > 0
+
+
+def test_non_string_prompt_is_named() -> None:
+    from runtime.errors import PromptError
+
+    with pytest.raises(PromptError, match="must be a string, got int"):
+        Generator.load().generate(42, 5)  # type: ignore[arg-type]
+
+
+def test_huge_batch_is_refused_before_allocating() -> None:
+    from runtime.errors import GenerationSettingsError
+
+    with pytest.raises(GenerationSettingsError, match="over the 67,108,864"):
+        Generator.load().generate_batch(["This is Z"] * 65_536, 100_000)
+
+
+def test_tiny_temperature_tends_to_greedy() -> None:
+    from runtime import GenerationOptions
+
+    gen = Generator.load()
+    options = GenerationOptions(temperature=1e-310, seed=1)
+    assert gen.generate("This is Z", 20, options) == gen.generate("This is Z", 20)
+
+
+@pytest.mark.parametrize("args", [["--json"], ["--prompts-file", "PROMPTS"], []])
+def test_ctrl_c_is_exit_130_on_every_path(tmp_path: Path, args: list[str]) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("This is Z\n" * 600)
+    args = [str(prompts) if a == "PROMPTS" else a for a in args]
+    prompt = [] if "--prompts-file" in args else ["This is Z"]
+    # Nobody reads stdout until the signal: the command blocks on a full pipe with more
+    # output to write (wherever Ctrl-C lands, loading included, the status must be 130).
+    proc = subprocess.Popen(
+        [*TEXTGEN, "generate", *prompt, "-n", "100000", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
+    time.sleep(3.0)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err and b"Aborted" not in err
