@@ -279,22 +279,37 @@ def export(
         files[MODEL_FILES["int8"]] = quantized
     spec = replace(spec, training={**spec.training, **facts}, variants=variants)
 
+    extras = extras or {}
     staging = make_staging(out_dir)
     try:
-        extras = extras or {}
-        for name, data in {**files, **extras}.items():
-            (staging / name).write_bytes(data)
-        (staging / VOCAB_FILE).write_text(spec.to_json())
-        model.save(staging / KERAS_FILE)
+        try:
+            for name, data in {**files, **extras}.items():
+                (staging / name).write_bytes(data)
+            (staging / VOCAB_FILE).write_text(spec.to_json())
+            model.save(staging / KERAS_FILE)
+        except OSError as exc:
+            need = sum(len(d) for d in {**files, **extras}.values())
+            need += 3 * sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+            raise ExportError(
+                f"cannot write the model into {out_dir}: {exc.strerror or exc} (it needs "
+                f"about {need / 2**20:.1f} MB); nothing was published: free some space and "
+                "export again (textgen-train export, or train --resume)"
+            ) from None
         smoke_test_in_subprocess(staging, prompt, spec.precisions)
         # One atomic swap of the whole directory (see trainer.publish); a variant the new
         # model does not have (int8) is dropped, everything else in out_dir is kept.
-        publish(
-            staging,
-            out_dir,
-            new=[*extras, KERAS_FILE, *files, VOCAB_FILE],
-            remove=(set(MODEL_FILES.values()) - set(files)) | set(drop),
-        )
+        try:
+            publish(
+                staging,
+                out_dir,
+                new=[*extras, KERAS_FILE, *files, VOCAB_FILE],
+                remove=(set(MODEL_FILES.values()) - set(files)) | set(drop),
+            )
+        except OSError as exc:
+            raise ExportError(
+                f"cannot publish the model into {out_dir}: {exc.strerror or exc}; the "
+                "previous model there is unchanged: fix that and export again"
+            ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.debug("exported %s (sha256 %s)", out_dir / MODEL_FILE, spec.model_sha256)

@@ -8,6 +8,7 @@ checkpoint whole. `--resume` continues from the newest one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from .errors import OutputDirError
 from .publish import fsync_path
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,42 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def read_progress(checkpoint: Path) -> dict[str, Any]:
-    return json.loads((checkpoint / "progress.json").read_text())
+    """A checkpoint's progress.json, with the fields resuming reads; OutputDirError naming
+    the way out if it is damaged (truncated, missing, not this program's)."""
+    try:
+        doc = json.loads((checkpoint / "progress.json").read_text())
+    except FileNotFoundError:
+        raise damaged(checkpoint, "progress.json is missing") from None
+    except (OSError, ValueError) as exc:
+        raise damaged(checkpoint, f"progress.json cannot be read: {exc}") from None
+    ok = (
+        isinstance(doc, dict)
+        and isinstance(doc.get("epoch"), int)
+        and isinstance(doc.get("config"), dict)
+        and isinstance(doc.get("history", {}), dict)
+    )
+    if not ok:
+        raise damaged(checkpoint, "progress.json lacks the epoch, config or history")
+    return doc
+
+
+def damaged(checkpoint: Path, problem: str) -> OutputDirError:
+    root = checkpoint.parent
+    return OutputDirError(
+        f"the saved training state in {root} is damaged ({problem}); pass --force to start "
+        f"over, or delete {root}"
+    )
+
+
+def load_checkpoint_model(checkpoint: Path) -> keras.Model:
+    """The Keras model (with optimizer state) of a checkpoint, or OutputDirError."""
+    from .model import load_keras
+
+    try:
+        return load_keras(checkpoint / "model.keras")
+    except Exception as exc:  # Keras raises many types for a damaged archive
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise damaged(checkpoint, f"model.keras cannot be loaded: {first}") from None
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -99,9 +136,25 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.history.setdefault("seconds", []).append(time.perf_counter() - self._started)
         if not self.write:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / f"epoch-{epoch + 1:04d}"
         tmp = self.root / f".tmp-{final.name}-{os.getpid()}"
+        try:
+            self._save(final, tmp, epoch)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.root.rmdir()  # only if no earlier checkpoint is there
+            then = "continue with --resume" if self.root.is_dir() else "train again"
+            # Weights, plus Adam's two moments: about what one checkpoint takes.
+            need = 3 * sum(int(np.prod(w.shape)) * 4 for w in self.model.weights)
+            raise OutputDirError(
+                f"cannot save the checkpoint of epoch {epoch + 1} in {self.root}: "
+                f"{exc.strerror or exc} (a checkpoint needs about {need / 2**20:.1f} MB); "
+                f"free some space, then {then}"
+            ) from None
+
+    def _save(self, final: Path, tmp: Path, epoch: int) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         self.model.save(tmp / "model.keras")

@@ -223,8 +223,8 @@ def _resume_point(config: TrainConfig, corpus_sha: str) -> tuple[Path | None, di
             done = read_progress(checkpoint)
             raise OutputDirError(
                 f"{config.out_dir} holds an interrupted run (epoch {done['epoch']} of "
-                f"{done['config']['epochs']}); pass --resume to continue it or --force to "
-                "start over"
+                f"{done['config'].get('epochs', '?')}); pass --resume to continue it or "
+                "--force to start over"
             )
         shutil.rmtree(state_dir(config.out_dir), ignore_errors=True)
         return None, {}
@@ -252,7 +252,7 @@ def _resume_point(config: TrainConfig, corpus_sha: str) -> tuple[Path | None, di
 
 def resume_config(out_dir: Path, **overrides: Any) -> TrainConfig:
     """The interrupted run's config from its newest checkpoint, with `overrides` applied."""
-    from .state import latest_checkpoint, read_progress
+    from .state import damaged, latest_checkpoint, read_progress
 
     checkpoint = latest_checkpoint(out_dir)
     if checkpoint is None:
@@ -261,8 +261,12 @@ def resume_config(out_dir: Path, **overrides: Any) -> TrainConfig:
     known = {f.name for f in fields(TrainConfig)}
     saved = {k: v for k, v in saved.items() if k in known}
     saved["out_dir"] = Path(out_dir)
-    saved["corpus"] = None if saved["corpus"] is None else Path(saved["corpus"])
-    return replace(TrainConfig(**saved), resume=True, **overrides)
+    corpus = saved.get("corpus")
+    try:
+        saved["corpus"] = None if corpus is None else Path(corpus)
+        return replace(TrainConfig(**saved), resume=True, **overrides)
+    except TypeError as exc:
+        raise damaged(checkpoint, f"its config does not fit this trainer: {exc}") from None
 
 
 def train(config: TrainConfig) -> ModelSpec | None:
@@ -314,7 +318,7 @@ def _train(config: TrainConfig) -> ModelSpec | None:
     from .data import samples_in, steps_in, windows_dataset
     from .history import history_json, training_plot
     from .loop import fit_distributed, sync_from_chief
-    from .model import build_model, compile_model, load_keras
+    from .model import build_model, compile_model
     from .state import (
         STATE_DIR,
         EpochCheckpoint,
@@ -322,6 +326,7 @@ def _train(config: TrainConfig) -> ModelSpec | None:
         ResumableEarlyStopping,
         TimeLimit,
         load_best_weights,
+        load_checkpoint_model,
     )
 
     saved_config = progress.get("config", {})
@@ -362,13 +367,13 @@ def _train(config: TrainConfig) -> ModelSpec | None:
             model = fresh_model()
             model.optimizer.build(model.trainable_variables)
         elif checkpoint is not None:
-            model = load_keras(checkpoint / "model.keras")
+            model = load_checkpoint_model(checkpoint)
         else:
             model = fresh_model()
     if multiworker:
         # The chief alone has the checkpoint: it loads it outside the strategy (creating
         # variables inside would start collectives the others do not join) and shares it.
-        saved = load_keras(checkpoint / "model.keras") if checkpoint is not None else None
+        saved = load_checkpoint_model(checkpoint) if checkpoint is not None else None
         sync_from_chief(strategy, model, saved, chief)
 
     history: dict[str, list[float]] = {k: list(v) for k, v in progress.get("history", {}).items()}

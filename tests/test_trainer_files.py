@@ -1,0 +1,125 @@
+"""The trainer's files where they break: a full disk, damaged checkpoints.
+
+Each case ends with one `Error:` line (exit 1) that says what to do, no traceback, and no
+temporary file or directory left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from trainer.cli import main
+from trainer.publish import LOCK_FILE
+from trainer.state import STATE_DIR
+from trainer.train import TrainConfig
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def _one_error(result, fragment: str) -> str:
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and len(lines) == 1, result.output
+    assert fragment in lines[0], result.output
+    return lines[0]
+
+
+def _temporaries(root: Path) -> list[str]:
+    return [
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.name.startswith((".tmp-", ".staging-", LOCK_FILE)) or ".staging-" in p.name
+    ]
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path):
+    """Mount a tiny tmpfs; the size is set per test through the returned function."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        where = tmp_path / f"volume-{size}"
+        where.mkdir()
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:  # only where mounting is not permitted; CI runs as root
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.mark.parametrize(
+    ("size", "fragment"),
+    [("96k", "cannot save the checkpoint of epoch 1"), ("300k", "cannot write the model")],
+)
+def test_full_disk_is_one_error_and_leaves_nothing(
+    small_volume, corpus_file: Path, size: str, fragment: str
+) -> None:
+    out = small_volume(size)
+    result = _cli(
+        "train", "--corpus", str(corpus_file), "--out", str(out), "--units", "64",
+        "--epochs", "2", "--seq-length", "5", "--seed", "1", "--quiet",
+    )  # fmt: skip
+    line = _one_error(result, fragment)
+    assert "No space left on device" in line and "MB" in line
+    assert _temporaries(out) == []
+    assert not (out / "model.onnx").exists()
+
+
+def _interrupted_run(out: Path, corpus: Path, tiny_model: Path) -> Path:
+    """A checkpoint as an interrupted run leaves it (epoch 1 of 3)."""
+    config = TrainConfig(out_dir=out, corpus=corpus, seq_length=5, units=16, epochs=3, seed=7)
+    checkpoint = out / STATE_DIR / "epoch-0001"
+    checkpoint.mkdir(parents=True)
+    shutil.copy(tiny_model / "model.keras", checkpoint / "model.keras")
+    sha = hashlib.sha256(corpus.read_text(encoding="utf-8").encode()).hexdigest()
+    progress = {"epoch": 1, "config": config.to_json(), "history": {}, "corpus_sha256": sha}
+    (checkpoint / "progress.json").write_text(json.dumps(progress))
+    return checkpoint
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (lambda c: (c / "progress.json").write_text('{"epoch": 1, "con'), "cannot be read"),
+        (lambda c: (c / "progress.json").unlink(), "progress.json is missing"),
+        (lambda c: (c / "progress.json").write_text('{"epoch": 1}'), "lacks the epoch"),
+        (lambda c: (c / "model.keras").write_bytes(b"garbage" * 100), "model.keras cannot"),
+    ],
+)
+def test_damaged_checkpoint_is_one_error(
+    tmp_path: Path, corpus_file: Path, tiny_model: Path, damage, fragment: str
+) -> None:
+    out = tmp_path / "run"
+    damage(_interrupted_run(out, corpus_file, tiny_model))
+    resumed = _cli("train", "--out", str(out), "--resume", "--quiet")
+    line = _one_error(resumed, fragment)
+    assert "--force" in line and "damaged" in line
+    if "model.keras" not in fragment:  # without --resume, the run is looked at too
+        again = _cli(
+            "train", "--corpus", str(corpus_file), "--out", str(out), "--seq-length", "5",
+            "--units", "16", "--epochs", "3", "--quiet",
+        )  # fmt: skip
+        _one_error(again, "damaged")
+    fresh = _cli(
+        "train", "--corpus", str(corpus_file), "--out", str(out), "--seq-length", "5",
+        "--units", "16", "--epochs", "1", "--quiet", "--force",
+    )  # fmt: skip
+    assert fresh.exit_code == 0, fresh.output
+    assert _temporaries(out) == [] and not (out / STATE_DIR).exists()
