@@ -10,6 +10,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,24 @@ def test_damaged_checkpoint_is_one_error(
     )  # fmt: skip
     assert fresh.exit_code == 0, fresh.output
     assert _temporaries(out) == [] and not (out / STATE_DIR).exists()
+
+
+def test_one_character_corpus_is_refused(tmp_path: Path) -> None:
+    corpus = tmp_path / "a.txt"
+    corpus.write_text("a" * 500)
+    result = _cli("train", "--corpus", str(corpus), "--out", str(tmp_path / "m"), "--quiet")
+    _one_error(result, "repeats one character ('a')")
+
+
+def test_eta_respects_the_time_limit() -> None:
+    import io
+
+    from trainer.state import EpochLine
+
+    stream = io.StringIO()
+    line = EpochLine(10_000, stream=stream, time_limit=30.0)
+    line.on_epoch_begin(0)
+    time.sleep(0.05)  # 10,000 epochs of this would be 8 minutes
+    line.on_epoch_end(0, {"loss": 1.0})
+    eta = stream.getvalue().split("ETA ")[1].strip()
+    assert eta.endswith("s") and "m" not in eta  # at most the 30 s left

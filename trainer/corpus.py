@@ -52,6 +52,13 @@ class Corpus:
             ) from None
         if not text:
             raise CorpusError(f"corpus {path} is empty; give it some text to learn from")
+        if len(set(text)) < 2:
+            # Nothing to predict: every next character is certain (and Keras would score a
+            # one-column output with binary accuracy, recording 0.0 at a loss of 0.0).
+            raise CorpusError(
+                f"corpus {path} repeats one character ({text[0]!r}); a model needs at least "
+                "two different characters to learn anything"
+            )
         return cls.from_text(text, name=path.name)
 
     def windows(self, seq_length: int) -> tuple[np.ndarray, np.ndarray]:

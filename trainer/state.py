@@ -192,10 +192,11 @@ def load_best_weights(checkpoint: Path) -> list[np.ndarray] | None:
 class EpochLine(keras.callbacks.Callback):
     """One line per epoch with the metrics that matter and an ETA for the whole run."""
 
-    def __init__(self, epochs: int, stream=None) -> None:
+    def __init__(self, epochs: int, stream=None, time_limit: float | None = None) -> None:
         super().__init__()
         self.epochs = epochs
         self.stream = stream or sys.stderr
+        self.time_limit = time_limit  # seconds of training (--time-limit), or None
         self._run_start = time.perf_counter()
         self._first_epoch: int | None = None
 
@@ -209,6 +210,8 @@ class EpochLine(keras.callbacks.Callback):
         done = epoch + 1 - (self._first_epoch or 0)
         elapsed = time.perf_counter() - self._run_start
         eta = elapsed / max(done, 1) * (self.epochs - epoch - 1)
+        if self.time_limit is not None:  # the run ends at the limit if that comes first
+            eta = min(eta, max(0.0, self.time_limit - elapsed))
         parts = [f"epoch {epoch + 1}/{self.epochs}"]
         for key in ("loss", "accuracy", "bpc", "val_loss", "val_accuracy", "val_bpc"):
             if key in logs:

@@ -398,7 +398,8 @@ def _train(config: TrainConfig) -> ModelSpec | None:
     if config.time_limit is not None:
         callbacks.append(TimeLimit(config.time_limit * 60))
     if config.verbose:
-        callbacks.append(EpochLine(config.epochs))
+        limit = None if config.time_limit is None else config.time_limit * 60
+        callbacks.append(EpochLine(config.epochs, time_limit=limit))
 
     sequence = config.mode == "stateful"
     per_pass = steps_in(len(train_ids), config.seq_length, config.batch_size, sequence)
