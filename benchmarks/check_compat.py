@@ -6,7 +6,8 @@ For each onnxruntime version, makes a fresh venv with that release (and NumPy < 
 releases built against NumPy 1), installs this runtime into it without dependencies, and
 generates greedily from: the shipped default model, SimpleRNN / LSTM / GRU models trained
 here (LSTM with its int8 variant), and a stateful LSTM 256 (its threaded warm-up included).
-Every output must equal this venv's output.
+Every output must equal this venv's output, and every hostile model of
+benchmarks/hostile_models.py must be refused with ArtifactError in every release.
 Writes the "compat" section of BENCHMARKS.md (or --output); exits 1 on any difference.
 """
 
@@ -42,6 +43,12 @@ cli = CliRunner().invoke(main, ["generate", "This is Z", "-n", "30", "--temperat
                                 "--seed", "3"])
 out["cli"] = cli.output
 out["numpy"], out["click"] = numpy.__version__, getattr(click, "__version__", "?")
+for path, precision in json.loads(sys.argv[2]):
+    try:
+        Generator.load(path, precision=precision).generate("This is Z", 5)
+        out[f"hostile:{path}"] = "loaded"
+    except Exception as exc:
+        out[f"hostile:{path}"] = "refused: " + type(exc).__name__
 print(json.dumps(out))
 """.replace("LENGTH", str(LENGTH))
 
@@ -97,10 +104,33 @@ def models(tmp: Path) -> list[tuple[str, str]]:
     return cases
 
 
-def probe(python: str, cases: list[tuple[str, str]]) -> dict[str, str]:
+def hostile_cases(tmp: Path) -> list[tuple[str, str]]:
+    """One copy of the default model per attack in hostile_models.py."""
+    import shutil
+
+    from hostile_models import HOSTILE
+
+    from runtime.artifact import default_model_dir
+
+    cases = []
+    for i, (build, precision, _) in enumerate(HOSTILE.values()):
+        where = tmp / f"hostile-{i}"
+        shutil.copytree(default_model_dir(), where)
+        build(where)
+        cases.append((str(where), precision))
+    return cases
+
+
+def probe(
+    python: str, cases: list[tuple[str, str]], hostile: list[tuple[str, str]]
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     proc = subprocess.run(
-        [python, "-c", PROBE, json.dumps(cases)], capture_output=True, text=True, env=env, cwd="/"
+        [python, "-c", PROBE, json.dumps(cases), json.dumps(hostile)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
     )
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
@@ -133,8 +163,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cases = models(tmp)
-        reference = probe(sys.executable, cases)
-        results = {v: probe(venv_with(v, tmp / f"venv-{v}"), cases) for v in args.versions}
+        hostile = hostile_cases(tmp)
+        reference = probe(sys.executable, cases, hostile)
+        results = {v: probe(venv_with(v, tmp / f"venv-{v}"), cases, hostile) for v in args.versions}
 
     names = [f"{p or 'default'}:{prec}" for p, prec in cases]
     label = {n: n.replace(str(tmp) + "/", "").replace(":", " ") for n in names}
@@ -146,9 +177,10 @@ def main() -> None:
         "",
         "| onnxruntime | "
         + " | ".join(label[n] for n in names)
-        + " | `textgen generate`, sampled |",
-        "|---|" + ":-:|" * (len(names) + 1),
+        + " | `textgen generate`, sampled | hostile models refused |",
+        "|---|" + ":-:|" * (len(names) + 2),
     ]
+    hostile_keys = [f"hostile:{p}" for p, _ in hostile]
     ok = True
     for version, res in results.items():
         if "error" in res:
@@ -163,6 +195,9 @@ def main() -> None:
         same_cli = res.get("cli") == reference["cli"]
         ok &= same_cli
         cells.append("identical" if same_cli else "**differs**")
+        refused = sum(res.get(k) == "refused: ArtifactError" for k in hostile_keys)
+        ok &= refused == len(hostile_keys)
+        cells.append(f"{refused} of {len(hostile_keys)}")
         lines.append(
             f"| {res['onnxruntime']} (NumPy {res['numpy']}, click {res['click']}) | "
             + " | ".join(cells)

@@ -28,9 +28,9 @@ MODEL_OPTION = click.option(
 )
 
 
-class _Group(click.Group):
+class InterruptibleGroup(click.Group):
     """Ctrl-C anywhere (loading, generating, writing) ends with exit status 130, the shell's
-    convention for SIGINT, instead of click's 'Aborted!' and 1."""
+    convention for SIGINT, instead of click's 'Aborted!' and 1. Both CLIs use it."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -40,7 +40,7 @@ class _Group(click.Group):
             sys.exit(130)
 
 
-@click.group(cls=_Group)
+@click.group(cls=InterruptibleGroup)
 @click.version_option(package_name="rnn-textgen")
 def main() -> None:
     """Generate text with a character-level RNN exported by textgen-train."""

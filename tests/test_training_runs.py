@@ -190,7 +190,7 @@ def test_interrupted_run_resumes_to_the_same_layout(tmp_path, long_corpus, sig) 
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=120)
     if sig == signal.SIGINT:
-        assert proc.returncode == 1
+        assert proc.returncode == 130
         assert "Traceback" not in output and "--resume" in output.splitlines()[-1]
     else:
         assert proc.returncode == -signal.SIGKILL

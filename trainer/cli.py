@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
 from runtime.artifact import ModelSpec
+from runtime.cli import InterruptibleGroup
 from runtime.errors import TextgenError
 from runtime.graph_rules import ACTIVATIONS
 
@@ -32,7 +34,7 @@ FORCE_OPTION = click.option(
 )
 
 
-@click.group()
+@click.group(cls=InterruptibleGroup)
 @click.version_option(package_name="rnn-textgen")
 def main() -> None:
     """Train and export character-level RNN text generators."""
@@ -212,10 +214,12 @@ def train(
     except TextgenError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
-        raise click.ClickException(
-            f"interrupted; finished epochs are saved: continue with "
-            f"textgen-train train --out {out_dir} --resume"
-        ) from None
+        click.echo(
+            f"\ninterrupted; finished epochs are saved: continue with "
+            f"textgen-train train --out {out_dir} --resume",
+            err=True,
+        )
+        sys.exit(130)
     if spec is None:
         click.echo("worker finished; the chief worker wrote the model")
         return
