@@ -1,7 +1,7 @@
 """rnn-textgen runtime: load an exported model and generate text with onnxruntime and NumPy."""
 
-from .artifact import ModelSpec, TensorSpec, default_model_dir
-from .decoding import GenerationOptions
+from .artifact import ModelSpec, StateSpec, TensorSpec, default_model_dir
+from .decoding import GenerationOptions, GenerationResult
 from .errors import (
     ArtifactError,
     GenerationSettingsError,
@@ -17,10 +17,12 @@ __all__ = [
     "ArtifactError",
     "GenerationSettingsError",
     "GenerationOptions",
+    "GenerationResult",
     "Generator",
     "ModelNotFoundError",
     "ModelSpec",
     "PromptError",
+    "StateSpec",
     "TensorSpec",
     "TextgenError",
     "UnsupportedVersionError",

@@ -19,8 +19,9 @@ from .errors import ArtifactError, ModelNotFoundError, UnsupportedVersionError
 FORMAT_NAME = "rnn-textgen-vocab"
 # Version 1: window models. Version 2 adds stateful models ("mode": "stateful", a "states"
 # list in "graph", a time axis on the input). A file carries the lowest version that can
-# describe it, so window models stay readable by version-1 runtimes.
-FORMAT_VERSION = 2
+# describe it (MODE_VERSIONS), so window models stay readable by version-1 runtimes; this
+# is the newest version this runtime reads, not a version every file is written with.
+NEWEST_VERSION = 2
 SUPPORTED_VERSIONS = frozenset({1, 2})
 MODE_VERSIONS = {"window": 1, "stateful": 2}
 
@@ -313,7 +314,7 @@ class ModelSpec:
     def read(cls, model_dir: Path) -> ModelSpec:
         """Read `model_dir/vocab.json`, refusing files over MAX_VOCAB_BYTES before parsing."""
         path = Path(model_dir) / VOCAB_FILE
-        data = read_capped(path, MAX_VOCAB_BYTES, "vocabulary file")
+        data = read_capped(path, MAX_VOCAB_BYTES, "it is not a vocabulary file")
         return cls.from_json(data, source=str(path))
 
 
@@ -445,7 +446,7 @@ def _states(v: _Validator, doc: Any, mode: str) -> tuple[StateSpec, ...]:
     return tuple(out)
 
 
-def read_capped(path: Path, limit: int, what: str) -> bytes:
+def read_capped(path: Path, limit: int, too_big: str) -> bytes:
     """The bytes of `path`, refusing a file over `limit` before reading it all; every OS
     error (missing, unreadable, a name too long) is the runtime's own one-line error."""
     try:
@@ -461,10 +462,7 @@ def read_capped(path: Path, limit: int, what: str) -> bytes:
             f"cannot read {path}: {exc.strerror or exc}; check the path and its permissions"
         ) from None
     if len(data) > limit:
-        raise ArtifactError(
-            f"{path} is over the {limit:,}-byte limit for a {what}; if it is really yours, "
-            "raise the limit (max_model_bytes)"
-        )
+        raise ArtifactError(f"{path} is larger than {limit:,} bytes; {too_big}")
     return data
 
 
@@ -483,7 +481,7 @@ def bits_per_char(loss_nats: float) -> float:
 
 __all__ = [
     "FORMAT_NAME",
-    "FORMAT_VERSION",
+    "NEWEST_VERSION",
     "MODEL_FILE",
     "VOCAB_FILE",
     "ModelSpec",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -15,7 +14,7 @@ import click
 import onnxruntime as ort
 
 from .artifact import MODEL_FILE, MODEL_FILES, VOCAB_FILE, printable
-from .decoding import GenerationOptions
+from .decoding import GenerationOptions, GenerationResult
 from .errors import TextgenError
 from .generator import MAX_LENGTH, Generator
 
@@ -168,27 +167,20 @@ def generate(
             model_dir, precision=precision, threads=threads, warmup_threads=warmup_threads
         )
         if prompts is not None:
-            start = time.perf_counter()
-            texts = gen.generate_batch(prompts, length, options)
-            seconds = time.perf_counter() - start
+            results = gen.run_batch(prompts, length, options)
             if as_json:
-                lines = [
-                    _json(out, gen, p, t, options, length, seconds)
-                    for p, t in zip(prompts, texts, strict=True)
-                ]
+                lines = [_json(out, gen, r, options, length) for r in results]
             else:
-                _check_encodable(out, "".join(texts))
-                lines = texts
+                lines = [r.output for r in results]
+                _check_encodable(out, "".join(lines))
             _echo(out, "\n".join(lines))
             return
         if prompt is None:
             prompt = gen.spec.sample_prompt
-        chars = gen.stream(prompt, length, options)
         if as_json:
-            start = time.perf_counter()
-            text = prompt + "".join(chars)
-            _echo(out, _json(out, gen, prompt, text, options, length, time.perf_counter() - start))
+            _echo(out, _json(out, gen, gen.run(prompt, length, options), options, length))
             return
+        chars = gen.stream(prompt, length, options)
         # Checked before the first character: a stream never breaks off half-way.
         _check_encodable(out, prompt + "".join(gen.spec.chars))
         _print_stream(out, prompt, chars)
@@ -300,21 +292,17 @@ def _decode(data: bytes, source: str) -> str:
 def _json(
     out: TextIO,
     gen: Generator,
-    prompt: str,
-    text: str,
+    result: GenerationResult,
     options: GenerationOptions,
     length: int,
-    seconds: float,
 ) -> str:
-    generated = text[len(prompt) :]
-    # Generation ends before LENGTH only at a stop string.
-    stopped = "stop" if generated and any(text.endswith(s) for s in options.stop) else "length"
     return json.dumps(
         {
-            "prompt": prompt,
-            "text": generated,
-            "output": text,
-            "stopped": stopped,
+            "prompt": result.prompt,
+            "text": result.text,
+            "output": result.output,
+            "stopped": result.stopped,
+            "stop": result.stop,
             "settings": {**options.to_dict(), "length": length},
             "model": {
                 "dir": str(gen.model_dir),
@@ -323,9 +311,11 @@ def _json(
                 "sha256": gen.spec.model_file(gen.precision)[1],
             },
             "timing": {
-                "seconds": round(seconds, 6),
-                "characters": len(generated),
-                "characters_per_second": round(len(generated) / seconds, 1) if seconds else None,
+                "seconds": round(result.seconds, 6),
+                "characters": len(result.text),
+                "characters_per_second": (
+                    round(len(result.text) / result.seconds, 1) if result.seconds else None
+                ),
             },
         },
         # \u escapes where the terminal cannot show the text: still the same JSON.

@@ -114,9 +114,45 @@ class Sampler:
         np.minimum((cdf <= u).sum(axis=1), vocab - 1, out=out)
 
 
-def ends_with_stop(text: str, stops: Sequence[str], generated: int) -> str | None:
-    """The stop string `text` ends with, counting only matches that end in generated text."""
-    for stop in stops:
-        if generated >= 1 and text.endswith(stop):
-            return stop
-    return None
+class StopMatcher:
+    """The one rule for stop strings: generation ends when the text (prompt included) ends
+    with one of them, right after a generated character. Only the tail can match, so it
+    keeps as many characters as the longest stop string."""
+
+    def __init__(self, stops: Sequence[str], prompt: str) -> None:
+        self.stops = tuple(stops)
+        self.keep = max((len(s) for s in self.stops), default=0)
+        self.tail = prompt[-self.keep :] if self.keep else ""
+
+    def feed(self, ch: str) -> str | None:
+        """Add one generated character; the stop string the text now ends with, or None."""
+        self.tail = (self.tail + ch)[-self.keep :]
+        for stop in self.stops:
+            if self.tail.endswith(stop):
+                return stop
+        return None
+
+    def cut(self, text: str) -> tuple[str, str | None]:
+        """`text` (generated) up to and including the first stop, and that stop."""
+        for i, ch in enumerate(text):
+            stop = self.feed(ch)
+            if stop is not None:
+                return text[: i + 1], stop
+        return text, None
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What one generation produced and why it ended (as llm's Response: the caller prints
+    what the library knows instead of working it out again)."""
+
+    prompt: str
+    text: str  # the generated characters only
+    stopped: str  # "stop": a stop string ended it; "length": it reached the length asked for
+    stop: str | None  # the stop string that ended it
+    seconds: float  # wall time of the generation (the whole batch's, for a batch)
+
+    @property
+    def output(self) -> str:
+        """The prompt followed by the generated text."""
+        return self.prompt + self.text

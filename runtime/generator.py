@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .artifact import MODEL_FILES, ModelSpec, default_model_dir, read_capped
-from .decoding import GenerationOptions, Sampler, ends_with_stop
+from .decoding import GenerationOptions, GenerationResult, Sampler, StopMatcher
 from .errors import ArtifactError, GenerationSettingsError, ModelNotFoundError, PromptError
 from .graph_rules import GraphMismatchError, GraphRuleError, ProtoError, vet_model
 
@@ -137,7 +138,9 @@ class Generator:
         spec = ModelSpec.read(model_dir)
         file_name, sha256 = spec.model_file(precision)
         model_path = model_dir / file_name
-        data = read_capped(model_path, max_model_bytes, "model")
+        data = read_capped(
+            model_path, max_model_bytes, "if it is really yours, raise max_model_bytes"
+        )
         # Hash, vet and load the same bytes: a file swapped after the check is never run.
         if hashlib.sha256(data).hexdigest() != sha256:
             raise ArtifactError(
@@ -179,6 +182,14 @@ class Generator:
                 f"({_first_line(exc)}); re-export the model"
             ) from None
         return gen
+
+    @classmethod
+    def from_session(
+        cls, spec: ModelSpec, session: ort.InferenceSession, model_dir: str | Path = "."
+    ) -> Generator:
+        """A Generator over a session built elsewhere, without `load`'s file checks: for the
+        exporter's own verification of a graph it has just built, and for tests."""
+        return cls(spec=spec, session=session, model_dir=Path(model_dir))
 
     def _probe(self) -> None:
         """One greedy and one sampled step on a dummy prompt, through the very bindings
@@ -232,28 +243,47 @@ class Generator:
         return self._stream(prompt, ids, length, options)
 
     def _stream(
-        self, prompt: str, ids: np.ndarray, length: int, options: GenerationOptions
+        self,
+        prompt: str,
+        ids: np.ndarray,
+        length: int,
+        options: GenerationOptions,
+        ended: list[str | None] | None = None,
     ) -> Iterator[str]:
+        """The decode loop (`tests/test_generator.py::notebook_loop` is the same loop
+        written plainly). `ended`, if given, receives the stop string that ended it."""
         with _model_failures():
             advance, nxt = self._decoder([ids], None if options.greedy else Sampler(options))
         chars = self.spec.chars
-        stops = options.stop
-        # Only the tail can end with a stop string: keep as much of it as the longest one.
-        keep = max((len(stop) for stop in stops), default=0)
-        tail = prompt[-keep:] if keep else ""
+        stops = StopMatcher(options.stop, prompt) if options.stop else None
         vocab = len(chars)
         with _model_failures():  # one try around the loop: nothing added per character
-            for i in range(length):
+            for _ in range(length):
                 advance()
                 index = nxt.item()
                 if not 0 <= index < vocab:  # never a (negative) index into the table
                     raise _out_of_range(index, vocab)
                 ch = chars[index]
                 yield ch
-                if stops:
-                    tail = (tail + ch)[-keep:]
-                    if ends_with_stop(tail, stops, i + 1):
-                        return
+                if stops is not None and (stop := stops.feed(ch)) is not None:
+                    if ended is not None:
+                        ended.append(stop)
+                    return
+
+    def run(
+        self, prompt: str, length: int, options: GenerationOptions | None = None
+    ) -> GenerationResult:
+        """Generate as `generate` does, and say how it went: the text, why it stopped (and
+        on which stop string), and how long it took."""
+        options = _options(options)
+        _check_length(length)
+        ids = self.encode(prompt)
+        ended: list[str | None] = []
+        start = time.perf_counter()
+        text = "".join(self._stream(prompt, ids, length, options, ended))
+        seconds = time.perf_counter() - start
+        stop = ended[0] if ended else None
+        return GenerationResult(prompt, text, "stop" if ended else "length", stop, seconds)
 
     def generate(self, prompt: str, length: int, options: GenerationOptions | None = None) -> str:
         """Return `prompt` followed by up to `length` generated characters (greedy unless
@@ -264,6 +294,13 @@ class Generator:
         self, prompts: Sequence[str], length: int, options: GenerationOptions | None = None
     ) -> list[str]:
         """`generate` for many prompts at once: one onnxruntime Run per step for all of them."""
+        return [r.output for r in self.run_batch(prompts, length, options)]
+
+    def run_batch(
+        self, prompts: Sequence[str], length: int, options: GenerationOptions | None = None
+    ) -> list[GenerationResult]:
+        """`run` for many prompts at once (one onnxruntime Run per step for all of them);
+        each result's `seconds` is the whole batch's."""
         options = _options(options)
         _check_length(length)
         if isinstance(prompts, str) or not 1 <= len(prompts) <= MAX_BATCH:
@@ -280,6 +317,7 @@ class Generator:
                 encoded.append(self.encode(prompt))
             except PromptError as exc:
                 raise PromptError(f"prompt {i + 1} of {len(prompts)}: {exc}") from None
+        start = time.perf_counter()
         # Indices fit 16 bits (at most MAX_CHARS characters): a quarter of int64's memory.
         out = np.empty((length, len(prompts)), dtype=np.uint16)
         with _model_failures():
@@ -292,9 +330,15 @@ class Generator:
                     raise _out_of_range(int(nxt[(nxt < 0) | (nxt >= vocab)][0]), vocab)
                 out[t] = nxt
         texts = ["".join(row) for row in self._char_table[out.T]]
-        if options.stop:
-            texts = [_cut_at_stop(p, t, options.stop) for p, t in zip(prompts, texts, strict=True)]
-        return [p + t for p, t in zip(prompts, texts, strict=True)]
+        seconds = time.perf_counter() - start
+        results = []
+        for prompt, text in zip(prompts, texts, strict=True):
+            stop = None
+            if options.stop:
+                text, stop = StopMatcher(options.stop, prompt).cut(text)
+            stopped = "length" if stop is None else "stop"
+            results.append(GenerationResult(prompt, text, stopped, stop, seconds))
+        return results
 
     def _decoder(
         self, prompts: list[np.ndarray], sampler: Sampler | None = None
@@ -462,17 +506,6 @@ def _options(options: GenerationOptions | None) -> GenerationOptions:
     if not isinstance(options, GenerationOptions):
         raise GenerationSettingsError("options must be a runtime.GenerationOptions")
     return options
-
-
-def _cut_at_stop(prompt: str, text: str, stops: Sequence[str]) -> str:
-    """`text` up to and including the first stop string that ends inside it."""
-    keep = max(len(s) for s in stops)
-    tail = prompt[-keep:]
-    for i, ch in enumerate(text):
-        tail = (tail + ch)[-keep:]
-        if ends_with_stop(tail, stops, i + 1):
-            return text[: i + 1]
-    return text
 
 
 def _check_length(length: int) -> None:

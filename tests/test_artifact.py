@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from runtime.artifact import FORMAT_NAME, FORMAT_VERSION, ModelSpec, TensorSpec, default_model_dir
+from runtime.artifact import FORMAT_NAME, NEWEST_VERSION, ModelSpec, TensorSpec, default_model_dir
 from runtime.errors import ArtifactError, ModelNotFoundError, UnsupportedVersionError
 
 
@@ -34,7 +34,7 @@ def test_format_and_version_come_first() -> None:
     doc = json.loads(ModelSpec.from_dict(good()).to_json())
     assert list(doc)[:2] == ["format", "version"]
     # A window model is written as version 1: the lowest version that can describe it.
-    assert (doc["format"], doc["version"]) == (FORMAT_NAME, 1) and FORMAT_VERSION == 2
+    assert (doc["format"], doc["version"]) == (FORMAT_NAME, 1) and NEWEST_VERSION == 2
 
 
 def test_shipped_default_model_validates() -> None:

@@ -175,7 +175,7 @@ def test_next_out_of_range_is_an_artifact_error(model_copy: Path) -> None:
         session = ort.InferenceSession(
             proto.SerializeToString(), providers=["CPUExecutionProvider"]
         )
-        gen = Generator(spec=spec, session=session, model_dir=model_copy)
+        gen = Generator.from_session(spec, session, model_copy)
         with pytest.raises(ArtifactError, match="outside its vocabulary"):
             gen.generate("This is Z", 5)
         with pytest.raises(ArtifactError, match="outside its vocabulary"):

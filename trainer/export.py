@@ -145,7 +145,7 @@ def verify(
             f"ONNX and Keras probabilities differ by {max_diff:.3g} (> {PARITY_ATOL}); "
             "nothing was published; please report this with the model's settings"
         )
-    gen = Generator(spec=spec, session=session, model_dir=Path("."))
+    gen = Generator.from_session(spec, session)
     onnx_text = gen.generate(prompt, GREEDY_CHECK_LENGTH)[len(prompt) :]
     if spec.stateful:
         keras_ids = keras_greedy_stateful(model, gen.encode(prompt), GREEDY_CHECK_LENGTH)
