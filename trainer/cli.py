@@ -12,9 +12,9 @@ from click.core import ParameterSource
 from runtime.artifact import ModelSpec
 from runtime.cli import InterruptibleGroup
 from runtime.errors import TextgenError
-from runtime.graph_rules import ACTIVATIONS
 
 from . import import_tensorflow_quietly
+from .config import choices
 
 OUT_OPTION = click.option(
     "--out",
@@ -25,7 +25,7 @@ OUT_OPTION = click.option(
 )
 QUANTIZE_OPTION = click.option(
     "--quantize",
-    type=click.Choice(["int8"]),
+    type=click.Choice(choices("quantize")),
     default=None,
     help="Also write model.int8.onnx (dynamic int8 weights) and report its agreement with fp32.",
 )
@@ -61,7 +61,7 @@ def main() -> None:
 )
 @click.option(
     "--cell",
-    type=click.Choice(["simple", "lstm", "gru"]),
+    type=click.Choice(choices("cell")),
     default="simple",
     show_default=True,
     help="Recurrent cell.",
@@ -83,7 +83,7 @@ def main() -> None:
 )
 @click.option(
     "--activation",
-    type=click.Choice(list(ACTIVATIONS)),
+    type=click.Choice(choices("activation")),
     default=None,
     help="Cell activation.  [default: relu for simple (as the notebook), tanh otherwise]",
 )
@@ -142,7 +142,7 @@ def main() -> None:
 )
 @click.option(
     "--mode",
-    type=click.Choice(["window", "stateful"]),
+    type=click.Choice(choices("mode")),
     default="window",
     show_default=True,
     help="window: the notebook's model (last SEQ_LENGTH characters -> next). stateful: "
@@ -150,7 +150,7 @@ def main() -> None:
 )
 @click.option(
     "--strategy",
-    type=click.Choice(["default", "mirrored", "multiworker"]),
+    type=click.Choice(choices("strategy")),
     default="default",
     show_default=True,
     help="tf.distribute strategy: mirrored = all GPUs of this host; multiworker = several "

@@ -8,7 +8,11 @@ import keras
 
 from runtime.artifact import bits_per_char
 
-CELLS = {"simple": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
+from .config import CELLS
+
+LAYERS = dict(
+    zip(CELLS, (keras.layers.SimpleRNN, keras.layers.LSTM, keras.layers.GRU), strict=True)
+)
 
 INPUT_NAME = "char_ids"
 OUTPUT_NAME = "probs"
@@ -47,7 +51,7 @@ def build_model(
     for i in range(layers):
         last = i == layers - 1 and not sequence
         name = f"{cell}_rnn" if layers == 1 else f"{cell}_rnn_{i + 1}"
-        x = CELLS[cell](units, activation=activation, return_sequences=not last, name=name)(x)
+        x = LAYERS[cell](units, activation=activation, return_sequences=not last, name=name)(x)
         if dropout > 0:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i + 1}")(x)
     probs = keras.layers.Dense(vocab_size, activation="softmax", name=OUTPUT_NAME)(x)

@@ -13,76 +13,27 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from runtime.artifact import ModelSpec, bits_per_char
-from runtime.graph_rules import ACTIVATIONS
 
+from .config import (
+    PER_WORKER,
+    RESUME_MAY_CHANGE,
+    TrainConfig,
+    check_config,
+    command_line,
+)
 from .corpus import Corpus
 from .errors import CorpusError, OutputDirError, TrainingError
 from .export import export, prepare_out_dir
-from .model import CELLS
 from .publish import out_dir_lock
 
 log = logging.getLogger(__name__)
-
-STRATEGIES = ("default", "mirrored", "multiworker")
-MODES = ("window", "stateful")
-# Settings a resumed run may change; everything else must match the interrupted run.
-RESUME_MAY_CHANGE = frozenset(
-    {"epochs", "force", "quantize", "resume", "verbose", "out_dir", "early_stopping", "time_limit"}
-)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings. Defaults are the notebook's, plus what real corpora need."""
-
-    out_dir: Path
-    corpus: Path | None = None
-    seq_length: int = 3
-    cell: str = "simple"
-    units: int = 50
-    layers: int = 1
-    dropout: float = 0.0
-    activation: str | None = None  # None: relu for SimpleRNN (as the notebook), tanh otherwise
-    epochs: int = 100
-    batch_size: int = 32
-    learning_rate: float = 0.001
-    clipnorm: float | None = 5.0  # char-rnn's grad_clip; None turns clipping off
-    clipvalue: float | None = None
-    val_fraction: float | None = None  # None: 0.1 for a corpus file, 0 for the sentence
-    early_stopping: int | None = None  # patience in epochs, on validation loss
-    steps_per_epoch: int | None = None  # None: one pass over every window
-    time_limit: float | None = None  # minutes of training; stops after the last epoch that fits
-    max_val_windows: int | None = 20_000  # evenly strided subset of held-out windows per epoch
-    strategy: str = "default"
-    mode: str = "window"  # "stateful": many-to-many training, exported as a step graph
-    seed: int | None = None
-    force: bool = False
-    resume: bool = False
-    quantize: str | None = None  # "int8" adds model.int8.onnx
-    verbose: int = 0
-
-    def resolved_activation(self) -> str:
-        if self.activation is not None:
-            return self.activation
-        return "relu" if self.cell == "simple" else "tanh"
-
-    def resolved_val_fraction(self) -> float:
-        if self.val_fraction is not None:
-            return self.val_fraction
-        return 0.0 if self.corpus is None else 0.1
-
-    def to_json(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["out_dir"] = str(self.out_dir)
-        doc["corpus"] = None if self.corpus is None else str(self.corpus)
-        return doc
 
 
 def seed_everything(seed: int) -> None:
@@ -134,37 +85,6 @@ def _chief_task(task_type: str | None, task_id: int, cluster: dict[str, Any]) ->
     if not task_type or task_type == "chief":
         return True
     return task_type == "worker" and task_id == 0 and "chief" not in cluster
-
-
-def check_config(config: TrainConfig) -> None:
-    """Refuse settings that cannot work, before reading anything."""
-    problems = []
-    if config.cell not in CELLS:
-        problems.append(f"cell must be one of {sorted(CELLS)}")
-    if config.mode not in MODES:
-        problems.append(f"mode must be one of {list(MODES)}")
-    if config.resolved_activation() not in ACTIVATIONS:
-        problems.append(
-            f"activation must be one of {', '.join(ACTIVATIONS)}: the runtime runs only the "
-            "native ONNX cells, which offer these"
-        )
-    if config.strategy not in STRATEGIES:
-        problems.append(f"strategy must be one of {list(STRATEGIES)}")
-    if not 0.0 <= config.resolved_val_fraction() < 1.0:
-        problems.append("val_fraction must be at least 0 and below 1")
-    if not 0.0 <= config.dropout < 1.0:
-        problems.append("dropout must be at least 0 and below 1")
-    if config.early_stopping is not None and config.resolved_val_fraction() == 0:
-        problems.append("early stopping watches validation loss: give a --val-fraction above 0")
-    if problems:
-        raise TrainingError("; ".join(problems))
-
-
-# Settings the workers of one run may give differently (the rest must match the chief's;
-# the corpus is compared by content).
-PER_WORKER = frozenset(
-    {"corpus", "force", "quantize", "resume", "verbose", "out_dir", "time_limit", "seed"}
-)
 
 
 def _agree_with_chief(
@@ -237,7 +157,7 @@ def _resume_point(config: TrainConfig, corpus_sha: str) -> tuple[Path | None, di
     diffs = [
         f"{k} {saved.get(k)!r} -> {now[k]!r}"
         for k in now
-        if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k] and k != "seed"
+        if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k]
     ]
     if diffs:
         raise TrainingError(
@@ -571,19 +491,3 @@ def _final_facts(history: dict[str, list[float]], best: int) -> dict[str, Any]:
             "val_bits_per_char": round(bits_per_char(at("val_loss")), 6),
         }
     return facts
-
-
-def command_line(config: TrainConfig, seed: int) -> str:
-    """The textgen-train command that repeats this run (recorded in vocab.json)."""
-    defaults = TrainConfig(out_dir=config.out_dir)
-    parts = ["textgen-train train"]
-    if config.corpus is not None:
-        parts.append(f"--corpus {config.corpus}")
-    skip = ("out_dir", "corpus", "seed", "force", "verbose", "quantize", "resume")
-    for key, value in asdict(config).items():
-        if key in skip or value == getattr(defaults, key):
-            continue
-        flag = f"--{key.replace('_', '-')}"
-        parts.append("--no-clip" if key == "clipnorm" and value is None else f"{flag} {value}")
-    parts += [f"--seed {seed}", f"--out {config.out_dir}"]
-    return " ".join(parts)

@@ -1,0 +1,148 @@
+"""Training settings: each field's default and the rules about it, in one place (no TensorFlow).
+
+Every `TrainConfig` field says in its metadata whether a resumed run may change it, whether
+the workers of a multi-worker run may give it differently, whether the replay command in
+vocab.json repeats it, and which values the CLI offers. The CLI, resuming and the
+multi-worker agreement read these instead of keeping their own lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from runtime.artifact import MODE_VERSIONS
+from runtime.graph_rules import ACTIVATIONS
+
+from .errors import TrainingError
+
+CELLS = ("simple", "lstm", "gru")
+MODES = tuple(MODE_VERSIONS)  # the artifact contract's modes: window, stateful
+STRATEGIES = ("default", "mirrored", "multiworker")
+QUANTIZE = ("int8",)
+
+
+def setting(
+    default: Any,
+    *,
+    resume: bool = False,
+    per_worker: bool = False,
+    replay: bool = True,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A TrainConfig field. `resume`: a resumed run may give another value (for the seed,
+    the saved one is used); `per_worker`: each worker of a multi-worker run may differ (the
+    rest must match the chief's); `replay`: the replay command repeats it; `choices`: the
+    values the CLI offers."""
+    meta = {"resume": resume, "per_worker": per_worker, "replay": replay, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings. Defaults are the notebook's, plus what real corpora need."""
+
+    out_dir: Path = field(metadata={"resume": True, "per_worker": True, "replay": False})
+    # The corpus is compared by content between workers and runs, not by path.
+    corpus: Path | None = setting(None, per_worker=True, replay=False)
+    # Window length; for a stateful model, the length of the training chunks.
+    seq_length: int = setting(3)
+    cell: str = setting("simple", choices=CELLS)
+    units: int = setting(50)
+    layers: int = setting(1)
+    dropout: float = setting(0.0)
+    # None: relu for SimpleRNN (as the notebook), tanh otherwise.
+    activation: str | None = setting(None, choices=tuple(ACTIVATIONS))
+    epochs: int = setting(100, resume=True)
+    batch_size: int = setting(32)
+    learning_rate: float = setting(0.001)
+    clipnorm: float | None = setting(5.0)  # char-rnn's grad_clip; None turns clipping off
+    clipvalue: float | None = setting(None)
+    val_fraction: float | None = setting(None)  # None: 0.1 for a corpus file, 0 for the sentence
+    early_stopping: int | None = setting(None, resume=True)  # patience, on validation loss
+    steps_per_epoch: int | None = setting(None)  # None: one pass over every window
+    # Minutes of training; stops after the last epoch that fits.
+    time_limit: float | None = setting(None, resume=True, per_worker=True)
+    max_val_windows: int | None = setting(20_000)  # evenly strided held-out subset per epoch
+    strategy: str = setting("default", choices=STRATEGIES)
+    mode: str = setting("window", choices=MODES)  # stateful: exported as a step graph
+    # Drawn and recorded when None; a resumed run keeps the saved one.
+    seed: int | None = setting(None, resume=True, per_worker=True, replay=False)
+    force: bool = setting(False, resume=True, per_worker=True, replay=False)
+    resume: bool = setting(False, resume=True, per_worker=True, replay=False)
+    quantize: str | None = setting(
+        None, resume=True, per_worker=True, replay=False, choices=QUANTIZE
+    )
+    verbose: int = setting(0, resume=True, per_worker=True, replay=False)
+
+    def resolved_activation(self) -> str:
+        if self.activation is not None:
+            return self.activation
+        return "relu" if self.cell == "simple" else "tanh"
+
+    def resolved_val_fraction(self) -> float:
+        if self.val_fraction is not None:
+            return self.val_fraction
+        return 0.0 if self.corpus is None else 0.1
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["out_dir"] = str(self.out_dir)
+        doc["corpus"] = None if self.corpus is None else str(self.corpus)
+        return doc
+
+
+def _names(key: str, value: bool = True) -> frozenset[str]:
+    return frozenset(f.name for f in fields(TrainConfig) if f.metadata.get(key, True) is value)
+
+
+# Settings a resumed run may change; everything else must match the interrupted run.
+RESUME_MAY_CHANGE = _names("resume")
+# Settings the workers of one run may give differently.
+PER_WORKER = _names("per_worker")
+# Settings the replay command in vocab.json leaves out (it adds --corpus, --seed, --out).
+NOT_REPLAYED = _names("replay", False)
+
+
+def choices(name: str) -> list[str]:
+    """The values the CLI offers for `name`."""
+    return list(next(f for f in fields(TrainConfig) if f.name == name).metadata["choices"])
+
+
+def check_config(config: TrainConfig) -> None:
+    """Refuse settings that cannot work, before reading anything."""
+    problems = []
+    for f in fields(TrainConfig):
+        allowed = f.metadata.get("choices")
+        value = getattr(config, f.name)
+        if allowed and value is not None and value not in allowed:
+            problems.append(f"{f.name} must be one of {', '.join(allowed)}")
+    if config.resolved_activation() not in ACTIVATIONS:
+        problems.append(
+            f"activation must be one of {', '.join(ACTIVATIONS)}: the runtime runs only the "
+            "native ONNX cells, which offer these"
+        )
+    if not 0.0 <= config.resolved_val_fraction() < 1.0:
+        problems.append("val_fraction must be at least 0 and below 1")
+    if not 0.0 <= config.dropout < 1.0:
+        problems.append("dropout must be at least 0 and below 1")
+    if config.early_stopping is not None and config.resolved_val_fraction() == 0:
+        problems.append("early stopping watches validation loss: give a --val-fraction above 0")
+    if problems:
+        raise TrainingError("; ".join(problems))
+
+
+def command_line(config: TrainConfig, seed: int) -> str:
+    """The textgen-train command that repeats this run (recorded in vocab.json)."""
+    defaults = TrainConfig(out_dir=config.out_dir)
+    parts = ["textgen-train train"]
+    if config.corpus is not None:
+        parts.append(f"--corpus {config.corpus}")
+    for key, value in asdict(config).items():
+        if key in NOT_REPLAYED or value == getattr(defaults, key):
+            continue
+        flag = f"--{key.replace('_', '-')}"
+        parts.append("--no-clip" if key == "clipnorm" and value is None else f"{flag} {value}")
+    parts += [f"--seed {seed}", f"--out {config.out_dir}"]
+    return " ".join(parts)
