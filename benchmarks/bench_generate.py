@@ -137,20 +137,16 @@ def empty_graph(seq_length: int):
     )
 
 
-def empty_iobinding_step(session, seq_length: int) -> Callable[[], object]:
-    """The empty graph driven exactly as the runtime drives its graph (IO binding, C entry)."""
-    from functools import partial
+def empty_iobinding_step(session, seq_length: int):
+    """The empty graph driven exactly as the runtime drives its graph: a runtime.binding
+    BoundRun, called as `bound.run()` in the loop."""
+    from runtime.binding import BoundRun
 
-    import onnxruntime as ort
-
-    buf = np.zeros((1, seq_length), np.int32)
-    out = np.zeros((1, seq_length), np.int32)
-    io = session.io_binding()
-    io.bind_input("x", "cpu", 0, np.int32, [1, seq_length], buf.ctypes.data)
-    io.bind_output("y", "cpu", 0, np.int32, [1, seq_length], out.ctypes.data)
-    step = partial(session._sess.run_with_iobinding, io._iobinding, ort.RunOptions())
-    step.buffers = (buf, out)  # keep the bound memory alive with the step
-    return step
+    return BoundRun(
+        session,
+        {"x": np.zeros((1, seq_length), np.int32)},
+        {"y": np.zeros((1, seq_length), np.int32)},
+    )
 
 
 def main() -> None:
@@ -226,7 +222,7 @@ def main() -> None:
 
     def empty_io_loop() -> None:
         for _ in range(fast_n):
-            empty_io()
+            empty_io.run()
 
     us["empty_run"] = per_char(empty_loop, fast_n)
     us["empty_io"] = per_char(empty_io_loop, fast_n)

@@ -54,7 +54,7 @@ def main() -> None:
                 seed=0,
             )
         )
-        spec = reexport(out, quantize="int8", corpus=tmp / "held_out.txt")
+        spec = reexport(out, quantize="int8", held_out=tmp / "held_out.txt")
         v = spec.variants["int8"]
         fp32_bytes = (out / "model.onnx").stat().st_size
         gens = {p: Generator.load(out, precision=p) for p in ("fp32", "int8")}

@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .artifact import MODEL_FILES, ModelSpec, default_model_dir, read_capped
+from .binding import BoundRun
 from .decoding import GenerationOptions, GenerationResult, Sampler, StopMatcher
 from .errors import ArtifactError, GenerationSettingsError, ModelNotFoundError, PromptError
 from .graph_rules import GraphMismatchError, GraphRuleError, ProtoError, vet_model
@@ -361,22 +362,23 @@ class Generator:
         if self.spec.stateful:
             return self._stateful_decoder(prompts, target, pick, nxt), nxt
         window = np.stack([p[-self.spec.seq_length :] for p in prompts]).astype(self._in_dtype)
-        run = self._bind({self.spec.input.name: window}, target)
-
-        def advance() -> None:
-            run()
-            if pick is not None:
-                pick()
-            window[:, :-1] = window[:, 1:]  # shift in place: no allocation per step
-            window[:, -1] = nxt
-
+        bound = BoundRun(self.session, {self.spec.input.name: window}, target)
         if batch == 1 and pick is None:  # one greedy stream: 1-D slicing is cheaper than 2-D
             row = window[0]
 
             def advance() -> None:
-                run()
+                bound.run()
                 row[:-1] = row[1:]
                 row[-1] = nxt.item()
+
+        else:
+
+            def advance() -> None:
+                bound.run()
+                if pick is not None:
+                    pick()
+                window[:, :-1] = window[:, 1:]  # shift in place: no allocation per step
+                window[:, -1] = nxt
 
         return advance, nxt
 
@@ -397,7 +399,8 @@ class Generator:
         # Two bindings that swap the state buffers: step t reads `here` and writes `there`,
         # step t+1 the other way round, so no state is ever copied.
         runs = [
-            self._bind(
+            BoundRun(
+                self.session,
                 {spec.input.name: char, **dict(zip(ins, a, strict=True))},
                 {**target, **dict(zip(outs, b, strict=True))},
             )
@@ -406,7 +409,7 @@ class Generator:
         turn = [0]
 
         def advance() -> None:
-            runs[turn[0]]()
+            runs[turn[0]].run()
             turn[0] ^= 1
             if pick is not None:
                 pick()
@@ -440,26 +443,6 @@ class Generator:
                 current = session.run(outputs, feed)
             for buf, value in zip(states, current, strict=True):
                 buf[rows] = value
-
-    def _bind(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> Callable:
-        """A zero-argument Run over buffers bound once (IO binding): a step allocates
-        nothing and converts nothing. The returned callable keeps the buffers alive."""
-        io = self.session.io_binding()
-        for name, arr in inputs.items():
-            io.bind_input(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
-        for name, arr in outputs.items():
-            io.bind_output(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
-        # The C-level entry point skips a Python wrapper frame: measured 15% of a step for
-        # the default model. Older or newer wrappers without it get the public method.
-        inner = getattr(self.session, "_sess", None)
-        if inner is not None and hasattr(inner, "run_with_iobinding") and hasattr(io, "_iobinding"):
-            run = partial(inner.run_with_iobinding, io._iobinding, ort.RunOptions())
-        else:  # pragma: no cover
-            run = partial(self.session.run_with_iobinding, io)
-        # onnxruntime holds raw pointers into these arrays: they must live as long as the
-        # step does, whatever the caller keeps (freed buffers corrupt the heap).
-        run.keep_alive = (io, inputs, outputs)
-        return run
 
 
 def _session(data: bytes, opts: ort.SessionOptions, model_path: Path) -> ort.InferenceSession:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from runtime.artifact import MODEL_FILE, VOCAB_FILE, default_model_dir
+from runtime.artifact import default_model_dir
 
-REPO = Path(__file__).resolve().parent.parent
 SMALL_CORPUS = (
     "The quick brown fox jumps over the lazy dog. A lazy dog sleeps while the quick fox runs.\n"
 ) * 3
@@ -26,20 +21,6 @@ def model_copy(tmp_path: Path) -> Path:
     dest = tmp_path / "model"
     shutil.copytree(default_model_dir(), dest)
     return dest
-
-
-def edit_vocab(model_dir: Path, edit: Callable[[dict[str, Any]], None]) -> None:
-    """Apply `edit` to model_dir/vocab.json in place."""
-    path = model_dir / VOCAB_FILE
-    doc = json.loads(path.read_text())
-    edit(doc)
-    path.write_text(json.dumps(doc))
-
-
-def reseal(model_dir: Path) -> None:
-    """Make vocab.json's sha256 match whatever model.onnx now holds."""
-    digest = hashlib.sha256((model_dir / MODEL_FILE).read_bytes()).hexdigest()
-    edit_vocab(model_dir, lambda d: d.__setitem__("model_sha256", digest))
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, edit_vocab
+from helpers import REPO, edit_vocab
 
 from runtime import Generator
 from runtime.artifact import MODEL_FILE

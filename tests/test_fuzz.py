@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import edit_vocab, reseal
+from helpers import edit_vocab, reseal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

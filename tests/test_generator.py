@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import edit_vocab, reseal
+from helpers import edit_vocab, reseal
 
 from runtime import (
     MAX_LENGTH,
@@ -216,7 +216,7 @@ def test_unknown_precision() -> None:
 def test_tampered_int8_variant_fails_its_own_sha256(tmp_path) -> None:
     import shutil
 
-    from conftest import edit_vocab
+    from helpers import edit_vocab
 
     d = tmp_path / "m"
     shutil.copytree(Generator.load().model_dir, d)
@@ -225,3 +225,21 @@ def test_tampered_int8_variant_fails_its_own_sha256(tmp_path) -> None:
     with pytest.raises(ArtifactError, match="model.int8.onnx does not match the sha256"):
         Generator.load(d, precision="int8")
     Generator.load(d)  # fp32 is unaffected
+
+
+def test_bound_run_public_fallback_gives_the_same_outputs() -> None:
+    """The C-level fast path and onnxruntime's public run_with_iobinding agree."""
+    import numpy as np
+
+    from runtime.binding import BoundRun
+
+    gen = Generator.load()
+    window = gen.encode("This is Z")[None, -gen.spec.seq_length :].astype(np.int32)
+    results = []
+    for fast in (True, False):
+        probs = np.zeros((1, gen.spec.vocab_size), np.float32)
+        bound = BoundRun(gen.session, {"char_ids": window.copy()}, {"probs": probs}, fast=fast)
+        bound.run()
+        results.append(probs)
+    assert not bound.fast
+    assert np.array_equal(results[0], results[1]) and results[0].sum() > 0.99

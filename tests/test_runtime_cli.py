@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from conftest import edit_vocab, reseal
+from helpers import edit_vocab, reseal
 
 from runtime import Generator
 from runtime.artifact import MODEL_FILE, VOCAB_FILE

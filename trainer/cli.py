@@ -262,21 +262,23 @@ def _report_variants(spec: ModelSpec) -> None:
 )
 @QUANTIZE_OPTION
 @click.option(
-    "--corpus",
+    "--held-out",
+    "--corpus",  # the name before 0.1's trust-boundary release; kept for scripts
+    "held_out",
     type=click.Path(path_type=Path),
     default=None,
-    help="Held-out UTF-8 text to measure int8 agreement on.",
+    help="Held-out UTF-8 text to measure int8 agreement on (text the model has not seen).",
 )
 @FORCE_OPTION
 def export_command(
-    model_dir: Path, out_dir: Path | None, quantize: str | None, corpus: Path | None, force: bool
+    model_dir: Path, out_dir: Path | None, quantize: str | None, held_out: Path | None, force: bool
 ) -> None:
     """Re-export the Keras model kept in MODEL_DIR to ONNX, verified against Keras."""
     import_tensorflow_quietly()
     from .export import reexport
 
     try:
-        spec = reexport(model_dir, out_dir, force=force, quantize=quantize, corpus=corpus)
+        spec = reexport(model_dir, out_dir, force=force, quantize=quantize, held_out=held_out)
     except TextgenError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {out_dir or model_dir} (sha256 {spec.model_sha256[:12]}...)")

@@ -322,7 +322,7 @@ def reexport(
     *,
     force: bool = False,
     quantize: str | None = None,
-    corpus: Path | None = None,
+    held_out: Path | None = None,
     seed: int = 0,
 ) -> ModelSpec:
     """Export the Keras model kept in model_dir again (into out_dir, default model_dir).
@@ -330,7 +330,7 @@ def reexport(
     The training corpus is not kept, so parity is checked on the sample prompt's windows
     plus random windows over the whole vocabulary, which exercise every input index (a
     step graph: on the sample prompt's text alone, see below).
-    int8 agreement is measured on `corpus` (text the model has not seen, ideally) or,
+    int8 agreement is measured on `held_out` (text the model has not seen, ideally) or,
     without one, on those same windows.
     """
 
@@ -344,9 +344,9 @@ def reexport(
             f"{keras_path} not found; re-export needs the Keras model that training keeps there"
         )
     eval_windows, eval_source = None, "the parity windows"
-    if corpus is not None:
-        eval_windows = Corpus.read(corpus).windows_in(old.chars, old.seq_length)
-        eval_source = f"windows of {Path(corpus).name}"
+    if held_out is not None:
+        eval_windows = Corpus.read(held_out).windows_in(old.chars, old.seq_length)
+        eval_source = f"windows of {Path(held_out).name}"
     try:
         model = load_keras(keras_path, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged archive
