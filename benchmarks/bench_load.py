@@ -31,13 +31,15 @@ BEFORE = "b344dc9"  # the last commit with runtime/onnx_scan.py
 CHILD = r"""
 import sys
 sys.path.insert(0, sys.argv[3])
-import runtime.generator as g
+import runtime.loading
+from runtime import Generator
 if sys.argv[2] == "before":
     import onnx_scan_before as old
     def vet(data, spec, precision):
         old.scan(data)
-    g.vet_model = vet
-g.Generator.load(sys.argv[1]).generate(g.Generator.load(sys.argv[1]).spec.chars[0] * 100, 5)
+    runtime.loading.vet_model = vet
+gen = Generator.load(sys.argv[1])
+gen.generate(gen.spec.chars[0] * 100, 5)
 for line in open("/proc/self/status"):
     if line.startswith("VmHWM:"):
         print(int(line.split()[1]) * 1024)

@@ -211,7 +211,7 @@ def test_model_with_a_custom_domain_is_refused(model_copy) -> None:
 
 
 def test_oversized_model_is_refused_before_reading(model_copy) -> None:
-    with pytest.raises(ArtifactError, match="over the 1,000-byte limit"):
+    with pytest.raises(ArtifactError, match="larger than 1,000 bytes"):
         Generator.load(model_copy, max_model_bytes=1000)
 
 

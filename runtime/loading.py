@@ -1,0 +1,154 @@
+"""Loading a model directory: read and vet the bytes, build the session, check it.
+
+Everything here happens once per `Generator.load`, before a character is generated; the
+decode loop lives in `generator`. The order is the trust boundary: vocab.json is validated
+(`artifact`), the model's bytes are read under a size cap and hashed, the same bytes are
+vetted against the graphs our exporters write (`graph_rules`), and only then does
+onnxruntime see them; afterwards the session's inputs and outputs are checked again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import onnxruntime as ort
+
+from .artifact import ModelSpec, default_model_dir, read_capped
+from .errors import ArtifactError, ModelNotFoundError
+from .graph_rules import GraphMismatchError, GraphRuleError, ProtoError, vet_model
+
+# Far above any character model (an LSTM 1024 x 3 is about 100 MB); a cap on what a hostile
+# or mistaken file can make the runtime read and hash.
+MAX_MODEL_BYTES = 512 * 1024 * 1024
+_ORT_DTYPES = {
+    "int32": "tensor(int32)",
+    "int64": "tensor(int64)",
+    "float32": "tensor(float)",
+}
+
+
+def session_options(
+    threads: int = 1, *, memory_arena: bool = False, spin: bool = False
+) -> ort.SessionOptions:
+    """Session settings for tiny models on small devices.
+
+    One thread is fastest for a model this size (handing work to a pool costs more than the
+    math); spinning worker threads would burn CPU and battery between calls; and the CPU
+    memory arena would keep a model's peak allocation reserved for the process' lifetime.
+
+    `spin` lets the pool's threads spin only while a Run is in progress (they stop when it
+    returns): for the stateful warm-up, which hands the pool one step after another.
+    """
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.enable_cpu_mem_arena = memory_arena
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if spin:  # measured: without it the pool spins on for ~35 ms of CPU after each Run
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
+    opts.log_severity_level = 3
+    return opts
+
+
+def default_warmup_threads() -> int:
+    """Threads for a stateful warm-up: this machine's cores, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def read_model(
+    path: str | Path | None, precision: str, max_model_bytes: int = MAX_MODEL_BYTES
+) -> tuple[ModelSpec, bytes, Path]:
+    """vocab.json's spec, and the vetted bytes and path of the graph for `precision`."""
+    model_dir = Path(path) if path is not None else default_model_dir()
+    if not _is_dir(model_dir):
+        raise ModelNotFoundError(
+            f"model directory {model_dir} not found; pass --model DIR with a directory "
+            "written by textgen-train"
+        )
+    spec = ModelSpec.read(model_dir)
+    file_name, sha256 = spec.model_file(precision)
+    model_path = model_dir / file_name
+    data = read_capped(model_path, max_model_bytes, "if it is really yours, raise max_model_bytes")
+    # Hash, vet and load the same bytes: a file swapped after the check is never run.
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ArtifactError(
+            f"{model_path} does not match the sha256 in vocab.json (corrupt, truncated or "
+            "from another export); copy both files from the same export"
+        )
+    try:
+        vet_model(data, spec, precision)
+    except GraphMismatchError as exc:
+        raise ArtifactError(
+            f"{model_path} does not match vocab.json: {exc}; copy both files from the same export"
+        ) from None
+    except (ProtoError, GraphRuleError) as exc:
+        raise ArtifactError(
+            f"{model_path} is not a graph textgen-train writes ({exc}); refusing to load "
+            "it: re-export the model with textgen-train export"
+        ) from None
+    return spec, data, model_path
+
+
+def make_session(data: bytes, opts: ort.SessionOptions, model_path: Path) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped pybind errors
+        raise ArtifactError(
+            f"onnxruntime cannot load {model_path}: {first_line(exc)}; re-export the model"
+        ) from None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name longer than the system allows, a loop of links
+        return False
+
+
+def check_session(spec: ModelSpec, session: ort.InferenceSession, model_path: Path) -> None:
+    """The graph must take what vocab.json says and give [batch, vocab] probabilities.
+
+    Window: char_ids [batch, seq_length]. Stateful: char_ids [batch, time] plus each state
+    [batch, units] in, and each new state out.
+    """
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+
+    def fail(problem: str) -> None:
+        raise ArtifactError(
+            f"{model_path} does not match vocab.json: {problem}; "
+            "copy both files from the same export"
+        )
+
+    expected_inputs = [spec.input.name, *(s.input for s in spec.states)]
+    if sorted(inputs) != sorted(expected_inputs):
+        fail(f"graph inputs are {sorted(inputs)}, vocab.json says {expected_inputs}")
+    wanted = [(spec.output.name, spec.output.dtype), (spec.next.name, spec.next.dtype)]
+    wanted += [(s.output, s.dtype) for s in spec.states]
+    for name, dtype in wanted:
+        if name not in outputs:
+            fail(f"graph has no output named {name!r}")
+        if outputs[name].type != _ORT_DTYPES[dtype]:
+            fail(f"graph output {name!r} is {outputs[name].type}")
+    inp, out = inputs[spec.input.name], outputs[spec.output.name]
+    if inp.type != _ORT_DTYPES[spec.input.dtype]:
+        fail(f"graph input type is {inp.type}")
+    if len(inp.shape) != 2 or (not spec.stateful and inp.shape[1] != spec.seq_length):
+        fail(f"graph input shape is {inp.shape}, vocab.json says seq_length {spec.seq_length}")
+    if len(out.shape) != 2 or out.shape[1] != spec.vocab_size:
+        fail(f"graph output shape is {out.shape}, vocab.json has {spec.vocab_size} characters")
+    for state in spec.states:
+        for name in (state.input, state.output):
+            shape = (inputs | outputs)[name].shape
+            if len(shape) != 2 or shape[1] != state.shape[1]:
+                fail(f"state {name!r} has shape {shape}, vocab.json says {list(state.shape)}")
