@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -359,6 +360,72 @@ def bench(model_dir: Path | None, precision: str, threads: int, batch: int) -> N
     except TextgenError as exc:
         raise _error(exc) from None
     _echo(out, "\n".join(result.lines()))
+
+
+@main.command()
+@click.argument("source", type=click.File("rb"))
+@MODEL_OPTION
+@PRECISION_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def score(source: BinaryIO, model_dir: Path | None, precision: str, as_json: bool) -> None:
+    """Print how likely the text in SOURCE ('-' = stdin) is under the model: bits per
+    character (lower is more likely), the characters scored and the time taken. A final
+    line ending is dropped when the model has no newline in its vocabulary."""
+    out = _stdout()
+    name = "standard input" if source.name in ("<stdin>", "-") else source.name
+    try:
+        gen = Generator.load(model_dir, precision=precision)
+        text = _decode(source.read(), str(name))
+        if "\n" not in gen.spec.char_to_index:  # a file's last line ending, not its text
+            text = text.removesuffix("\n").removesuffix("\r")
+        start = time.perf_counter()
+        result = gen.score(text)
+        seconds = time.perf_counter() - start
+    except TextgenError as exc:
+        raise _error(exc) from None
+    if as_json:
+        doc = {
+            "bits_per_char": round(result.bits_per_char, 6),
+            "chars": result.chars,
+            "seconds": round(seconds, 6),
+            "model": {"dir": str(gen.model_dir), "precision": gen.precision},
+        }
+        _echo(out, json.dumps(doc))
+    else:
+        _echo(
+            out,
+            f"{result.bits_per_char:.4f} bits/char over {result.chars:,} characters "
+            f"({seconds:.3f} s)",
+        )
+
+
+@main.command()
+@click.argument("prompt")
+@MODEL_OPTION
+@PRECISION_OPTION
+@click.option(
+    "-k",
+    "k",
+    type=click.IntRange(1, 64),
+    default=3,
+    show_default=True,
+    help="How many completions.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
+def complete(prompt: str, model_dir: Path | None, precision: str, k: int, as_json: bool) -> None:
+    """Print the K most likely completions of PROMPT's word (up to the next word boundary),
+    one per line, most likely first, with their probabilities."""
+    out = _stdout()
+    try:
+        gen = Generator.load(model_dir, precision=precision)
+        results = gen.complete(prompt, k)
+    except TextgenError as exc:
+        raise _error(exc) from None
+    if as_json:
+        lines = [json.dumps({"completion": w, "probability": p}) for w, p in results]
+    else:
+        lines = [f"{printable(w)}\t{p:.4f}" for w, p in results]
+    _echo(out, "\n".join(lines))
 
 
 @main.command()

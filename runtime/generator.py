@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from .artifact import MODEL_FILES, ModelSpec
 from .binding import BoundRun
+from .context import MAX_COMPLETION, Context, ScoreResult, complete, score
 from .decoding import GenerationOptions, GenerationResult, Sampler, StopMatcher
 from .errors import ArtifactError, GenerationSettingsError, PromptError
 from .loading import (
@@ -150,21 +151,51 @@ class Generator:
             raise PromptError(f"the prompt must be a string, got {type(prompt).__name__}")
         if prompt == "":
             raise PromptError(f"the prompt is empty; give at least {need} character(s)")
-        index = self.spec.char_to_index
-        unknown = sorted({c for c in prompt if c not in index})
-        if unknown:
-            shown = ", ".join(repr(c) for c in unknown[:20])
-            more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
-            raise PromptError(
-                f"the prompt has characters outside the model's vocabulary: {shown}{more}; "
-                "use only characters from `textgen info`"
-            )
+        ids = self.encode_any(prompt, "the prompt")
         if len(prompt) < need:
             raise PromptError(
                 f"the prompt has {len(prompt)} characters but the model reads windows of "
                 f"{need}; give a longer prompt"
             )
-        return np.fromiter((index[c] for c in prompt), dtype=self._in_dtype, count=len(prompt))
+        return ids
+
+    def encode_any(self, text: str, what: str = "the text") -> np.ndarray:
+        """Character indices of `text`, of any length; PromptError names unknown characters."""
+        index = self.spec.char_to_index
+        unknown = sorted({c for c in text if c not in index})
+        if unknown:
+            shown = ", ".join(repr(c) for c in unknown[:20])
+            more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+            raise PromptError(
+                f"{what} has characters outside the model's vocabulary: {shown}{more}; "
+                "use only characters from `textgen info`"
+            )
+        return np.fromiter((index[c] for c in text), dtype=self._in_dtype, count=len(text))
+
+    def context(self, prompt: str = "") -> Context:
+        """An incremental context starting with `prompt` (see runtime.context): append
+        characters, read the next character's probabilities, generate, fork, save."""
+        return Context(self).append(prompt)
+
+    def restore(self, data: bytes) -> Context:
+        """The context that `Context.save()` wrote; ContextError if another model's."""
+        return Context.restore(self, data)
+
+    def score(self, text: str | Iterable[str], *, per_char: bool = False) -> ScoreResult:
+        """Bits per character of `text` under the model (see runtime.context.score)."""
+        return score(self, text, per_char=per_char)
+
+    def complete(
+        self, prompt: str, k: int = 3, max_chars: int = MAX_COMPLETION
+    ) -> list[tuple[str, float]]:
+        """The `k` most likely continuations of `prompt` to the next word boundary."""
+        return complete(self, prompt, k, max_chars)
+
+    def _window_probs(self, windows: np.ndarray) -> np.ndarray:
+        """Next-character probabilities [n, vocab] of a window model's windows [n, L]."""
+        feed = {self.spec.input.name: windows.astype(self._in_dtype)}
+        with _model_failures():
+            return self.session.run([self.spec.output.name], feed)[0]
 
     def stream(
         self, prompt: str, length: int, options: GenerationOptions | None = None
@@ -367,21 +398,28 @@ class Generator:
         groups: dict[int, list[int]] = {}
         for i, p in enumerate(prompts):
             groups.setdefault(len(p), []).append(i)
-        outputs = [s.output for s in spec.states]
         for n, rows in groups.items():
             if n < 2:
                 continue
             ids = np.stack([prompts[i][:-1] for i in rows]).astype(self._in_dtype)
             current = [np.zeros((len(rows), s.shape[1]), np.float32) for s in spec.states]
-            session = self.session
-            if self.warmup_session is not None and ids.size >= THREADED_WARM_UP:
-                session = self.warmup_session
-            for start in range(0, n - 1, WARM_UP_SLICE):
-                feed = {spec.input.name: ids[:, start : start + WARM_UP_SLICE]}
-                feed |= {s.input: c for s, c in zip(spec.states, current, strict=True)}
-                current = session.run(outputs, feed)
+            current = self._feed(ids, current)
             for buf, value in zip(states, current, strict=True):
                 buf[rows] = value
+
+    def _feed(self, ids: np.ndarray, states: list[np.ndarray]) -> list[np.ndarray]:
+        """A stateful model's states after reading `ids` [rows, n] from `states`, in slices
+        of WARM_UP_SLICE characters, on the threaded session when there is enough work."""
+        spec = self.spec
+        session = self.session
+        if self.warmup_session is not None and ids.size >= THREADED_WARM_UP:
+            session = self.warmup_session
+        outputs = [s.output for s in spec.states]
+        for start in range(0, ids.shape[1], WARM_UP_SLICE):
+            feed = {spec.input.name: ids[:, start : start + WARM_UP_SLICE]}
+            feed |= {s.input: c for s, c in zip(spec.states, states, strict=True)}
+            states = session.run(outputs, feed)
+        return states
 
 
 def _out_of_range(index: int, vocab: int) -> ArtifactError:

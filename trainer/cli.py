@@ -182,34 +182,25 @@ def train(
 ) -> None:
     """Fit a model on CORPUS and export it into OUT."""
     import_tensorflow_quietly()
-    from .train import TrainConfig, chief_by_tf_config, resume_config
+    from .train import config_for_run
     from .train import train as run_training
 
     if no_clip:
         if ctx.get_parameter_source("clipnorm") == ParameterSource.COMMANDLINE:
             raise click.UsageError("give --clipnorm or --no-clip, not both")
         options["clipnorm"] = None
+    given = {k for k in options if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    if no_clip:
+        given.add("clipnorm")
     try:
-        # A multi-worker run keeps its state with the chief; the other workers resume from
-        # the chief's checkpoint and need the settings on their command line.
-        follower = options["strategy"] == "multiworker" and not chief_by_tf_config()
-        if resume and not follower:
-            # The saved run supplies every setting; options given here must agree with it
-            # (train() says which do not), except those a resumed run may change.
-            given = {
-                k: v
-                for k, v in options.items()
-                if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE
-            }
-            if no_clip:
-                given["clipnorm"] = None
-            if corpus is not None:
-                given["corpus"] = corpus
-            config = resume_config(out_dir, verbose=0 if quiet else 2, **given)
-        else:
-            config = TrainConfig(
-                out_dir=out_dir, corpus=corpus, verbose=0 if quiet else 2, resume=resume, **options
-            )
+        config = config_for_run(
+            out_dir,
+            corpus=corpus,
+            options=options,
+            given=given,
+            resume=resume,
+            verbose=0 if quiet else 2,
+        )
         spec = run_training(config)
     except TextgenError as exc:
         raise click.ClickException(str(exc)) from None

@@ -13,10 +13,11 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from runtime.artifact import ModelSpec, bits_per_char
@@ -29,9 +30,26 @@ from .config import (
     command_line,
 )
 from .corpus import Corpus
+from .data import samples_in, steps_in, windows_dataset
 from .errors import CorpusError, OutputDirError, TrainingError
 from .export import export, prepare_out_dir
+from .history import history_json, training_plot
+from .loop import broadcast_any, broadcast_from_chief, fit_distributed, sync_from_chief
+from .model import build_model, compile_model
 from .publish import out_dir_lock
+from .state import (
+    STATE_DIR,
+    EpochCheckpoint,
+    EpochLine,
+    ResumableEarlyStopping,
+    TimeLimit,
+    damaged,
+    latest_checkpoint,
+    load_best_weights,
+    load_checkpoint_model,
+    read_progress,
+    state_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +114,6 @@ def _agree_with_chief(
     variables, so all must hold the same text and settings and use the same seed; a resumed
     run starts from the chief's checkpoint. A mismatch stops every worker with the reason.
     """
-    from .loop import broadcast_any, broadcast_from_chief
-
     shared = {k: v for k, v in config.to_json().items() if k not in PER_WORKER}
     settings = hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()
     mine = np.array(  # 52-bit prefixes: exact in float64, which every collective carries
@@ -135,8 +151,6 @@ def split_corpus(corpus: Corpus, val_fraction: float, seq_length: int) -> tuple[
 
 def _resume_point(config: TrainConfig, corpus_sha: str) -> tuple[Path | None, dict[str, Any]]:
     """The checkpoint to continue from (or None), after checking it fits this config."""
-    from .state import latest_checkpoint, read_progress, state_dir
-
     checkpoint = latest_checkpoint(config.out_dir)
     if not config.resume:
         if checkpoint is not None and not config.force:
@@ -170,10 +184,31 @@ def _resume_point(config: TrainConfig, corpus_sha: str) -> tuple[Path | None, di
     return checkpoint, progress
 
 
+def config_for_run(
+    out_dir: Path,
+    *,
+    corpus: Path | None,
+    options: dict[str, Any],
+    given: set[str],
+    resume: bool,
+    verbose: int = 0,
+) -> TrainConfig:
+    """The settings of the run to start, from the command line's `options` (`given`: those
+    the user typed). With `resume` the saved run supplies every setting and the given ones
+    must agree with it (train() says which do not), except those a resumed run may change;
+    a follower of a multi-worker run keeps no state of its own, so it takes its settings
+    from its command line and the chief's checkpoint."""
+    follower = options.get("strategy") == "multiworker" and not chief_by_tf_config()
+    if resume and not follower:
+        overrides = {k: v for k, v in options.items() if k in given}
+        if corpus is not None:
+            overrides["corpus"] = corpus
+        return resume_config(out_dir, verbose=verbose, **overrides)
+    return TrainConfig(out_dir=out_dir, corpus=corpus, verbose=verbose, resume=resume, **options)
+
+
 def resume_config(out_dir: Path, **overrides: Any) -> TrainConfig:
     """The interrupted run's config from its newest checkpoint, with `overrides` applied."""
-    from .state import damaged, latest_checkpoint, read_progress
-
     checkpoint = latest_checkpoint(out_dir)
     if checkpoint is None:
         raise OutputDirError(f"nothing to resume in {out_dir}: no completed epoch was saved")
@@ -220,10 +255,47 @@ def _op_error_reason(exc: Any) -> str:
     return re.sub(r"^\{\{.*?\}\}\s*", "", first)[:200]
 
 
+@dataclass
+class _Run:
+    """What the stages of one training run share, decided once at the start."""
+
+    config: TrainConfig
+    corpus: Corpus
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    corpus_sha: str
+    strategy: Any
+    chief: bool  # this process writes --out (always, but for multi-worker followers)
+    checkpoint: Path | None  # the checkpoint a resumed run continues from
+    progress: dict[str, Any]  # that checkpoint's progress.json ({} for a fresh run)
+    seed: int
+    initial_epoch: int
+
+    @property
+    def multiworker(self) -> bool:
+        return self.config.strategy == "multiworker"
+
+    @property
+    def sequence(self) -> bool:
+        return self.config.mode == "stateful"
+
+
 def _train(config: TrainConfig) -> ModelSpec | None:
+    """The stages, top to bottom: data and resume point, model, callbacks, fit, facts, export."""
+    run = _prepare(config)
+    model = _model(run)
+    history, early, callbacks = _callbacks(run)
+    seconds = _fit(run, model, history, callbacks)
+    training = _training_facts(run, history, early, seconds)
+    if not run.chief:
+        return None
+    return _export(run, model, history, training)
+
+
+def _prepare(config: TrainConfig) -> _Run:
+    """Read and split the corpus, find the checkpoint to resume, agree on the seed."""
     corpus = Corpus.read(config.corpus)
-    val_fraction = config.resolved_val_fraction()
-    train_ids, val_ids = split_corpus(corpus, val_fraction, config.seq_length)
+    train_ids, val_ids = split_corpus(corpus, config.resolved_val_fraction(), config.seq_length)
     corpus_sha = hashlib.sha256(corpus.text.encode()).hexdigest()
     multiworker = config.strategy == "multiworker"
     # Several hosts: only the chief looks at or writes its --out; the others follow it.
@@ -232,25 +304,7 @@ def _train(config: TrainConfig) -> ModelSpec | None:
     checkpoint, progress = _resume_point(config, corpus_sha) if chief else (None, {})
     if chief:
         prepare_out_dir(config.out_dir, force=config.force or config.resume)
-
-    import keras
-
-    from .data import samples_in, steps_in, windows_dataset
-    from .history import history_json, training_plot
-    from .loop import fit_distributed, sync_from_chief
-    from .model import build_model, compile_model
-    from .state import (
-        STATE_DIR,
-        EpochCheckpoint,
-        EpochLine,
-        ResumableEarlyStopping,
-        TimeLimit,
-        load_best_weights,
-        load_checkpoint_model,
-    )
-
-    saved_config = progress.get("config", {})
-    seed = saved_config.get("seed") if checkpoint else config.seed
+    seed = progress.get("config", {}).get("seed") if checkpoint else config.seed
     # Without --seed a seed is still drawn and recorded, so any run can be repeated.
     seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
     initial_epoch = progress.get("epoch", 0)
@@ -259,94 +313,123 @@ def _train(config: TrainConfig) -> ModelSpec | None:
             strategy, chief, config, corpus_sha, seed, initial_epoch
         )
     seed_everything(seed)
-    strategy = strategy or make_strategy(config.strategy)
+    return _Run(
+        config=config,
+        corpus=corpus,
+        train_ids=train_ids,
+        val_ids=val_ids,
+        corpus_sha=corpus_sha,
+        strategy=strategy or make_strategy(config.strategy),
+        chief=chief,
+        checkpoint=checkpoint,
+        progress=progress,
+        seed=seed,
+        initial_epoch=initial_epoch,
+    )
 
-    def fresh_model() -> keras.Model:
-        model = build_model(
-            len(corpus.chars),
-            config.seq_length,
-            units=config.units,
-            cell=config.cell,
-            activation=config.resolved_activation(),
-            layers=config.layers,
-            dropout=config.dropout,
-            mode=config.mode,
-        )
-        compile_model(
-            model,
-            learning_rate=config.learning_rate,
-            clipnorm=config.clipnorm,
-            clipvalue=config.clipvalue,
-        )
-        return model
 
-    with strategy.scope():
-        if multiworker:
+def _fresh_model(run: _Run) -> keras.Model:
+    config = run.config
+    model = build_model(
+        len(run.corpus.chars),
+        config.seq_length,
+        units=config.units,
+        cell=config.cell,
+        activation=config.resolved_activation(),
+        layers=config.layers,
+        dropout=config.dropout,
+        mode=config.mode,
+    )
+    compile_model(
+        model,
+        learning_rate=config.learning_rate,
+        clipnorm=config.clipnorm,
+        clipvalue=config.clipvalue,
+    )
+    return model
+
+
+def _model(run: _Run) -> keras.Model:
+    """A new model, or the checkpoint's (with its optimizer state)."""
+    with run.strategy.scope():
+        if run.multiworker:
             # Every worker creates the same variables in the same order (collectives pair
             # them up); the chief alone has the checkpoint, and shares it.
-            model = fresh_model()
+            model = _fresh_model(run)
             model.optimizer.build(model.trainable_variables)
-        elif checkpoint is not None:
-            model = load_checkpoint_model(checkpoint)
+        elif run.checkpoint is not None:
+            model = load_checkpoint_model(run.checkpoint)
         else:
-            model = fresh_model()
-    if multiworker:
+            model = _fresh_model(run)
+    if run.multiworker:
         # The chief alone has the checkpoint: it loads it outside the strategy (creating
         # variables inside would start collectives the others do not join) and shares it.
-        saved = load_checkpoint_model(checkpoint) if checkpoint is not None else None
-        sync_from_chief(strategy, model, saved, chief)
+        saved = load_checkpoint_model(run.checkpoint) if run.checkpoint is not None else None
+        sync_from_chief(run.strategy, model, saved, run.chief)
+    return model
 
-    history: dict[str, list[float]] = {k: list(v) for k, v in progress.get("history", {}).items()}
+
+def _callbacks(
+    run: _Run,
+) -> tuple[dict[str, list[float]], ResumableEarlyStopping | None, list[Any]]:
+    """The history (continued on resume), early stopping, checkpoints, limits, progress."""
+    config, progress = run.config, run.progress
+    history = {k: list(v) for k, v in progress.get("history", {}).items()}
     early = None
     callbacks: list[Any] = []
     if config.early_stopping is not None:
         early = ResumableEarlyStopping(patience=config.early_stopping)
-        if checkpoint is not None and "early_stopping" in progress:
-            early.restore(progress["early_stopping"], load_best_weights(checkpoint))
+        if run.checkpoint is not None and "early_stopping" in progress:
+            early.restore(progress["early_stopping"], load_best_weights(run.checkpoint))
         callbacks.append(early)  # before the checkpoint, which saves its state
-    run_config = {**config.to_json(), "seed": seed}
     callbacks.append(
         EpochCheckpoint(
             config.out_dir,
-            run_config,
+            {**config.to_json(), "seed": run.seed},
             history,
             early,
-            write=chief,
-            extra={"corpus_sha256": corpus_sha},
+            write=run.chief,
+            extra={"corpus_sha256": run.corpus_sha},
         )
     )
-    if config.time_limit is not None:
-        callbacks.append(TimeLimit(config.time_limit * 60))
+    limit = None if config.time_limit is None else config.time_limit * 60
+    if limit is not None:
+        callbacks.append(TimeLimit(limit))
     if config.verbose:
-        limit = None if config.time_limit is None else config.time_limit * 60
         callbacks.append(EpochLine(config.epochs, time_limit=limit))
+    return history, early, callbacks
 
-    sequence = config.mode == "stateful"
-    per_pass = steps_in(len(train_ids), config.seq_length, config.batch_size, sequence)
+
+def _fit(
+    run: _Run, model: keras.Model, history: dict[str, list[float]], callbacks: list[Any]
+) -> float:
+    """Fit from the resume point to the last epoch; seconds of training, resumed ones too."""
+    config, train_ids, val_ids = run.config, run.train_ids, run.val_ids
+    per_pass = steps_in(len(train_ids), config.seq_length, config.batch_size, run.sequence)
     steps = config.steps_per_epoch or per_pass
     # One dataset for the whole run, one permutation per pass over the windows: with an
     # explicit steps_per_epoch Keras keeps a single iterator, so the order stays a pure
     # function of (seed, pass) and a resumed run continues exactly where it stopped.
-    done_batches = initial_epoch * steps
+    done_batches = run.initial_epoch * steps
     train_ds = windows_dataset(
         train_ids,
         config.seq_length,
         config.batch_size,
         shuffle=True,
-        seed=seed,
+        seed=run.seed,
         epochs=(done_batches // per_pass, -(-config.epochs * steps // per_pass)),
         skip_batches=done_batches % per_pass,
-        sequence=sequence,
+        sequence=run.sequence,
     )
     val_ds = None
     if len(val_ids):
         val_ds = windows_dataset(
             val_ids,
             config.seq_length,
-            1024 if not sequence else max(1, 16384 // config.seq_length),
+            1024 if not run.sequence else max(1, 16384 // config.seq_length),
             shuffle=False,
             max_windows=config.max_val_windows,
-            sequence=sequence,
+            sequence=run.sequence,
         )
     log.info(
         "training %s %dx%d on %s windows of %d characters (%d distinct), %s held out, "
@@ -356,54 +439,70 @@ def _train(config: TrainConfig) -> ModelSpec | None:
         config.units,
         f"{len(train_ids) - config.seq_length:,}",
         config.seq_length,
-        len(corpus.chars),
+        len(run.corpus.chars),
         f"{max(0, len(val_ids) - config.seq_length):,} windows" if len(val_ids) else "nothing",
         steps,
-        seed,
-        f", resuming after epoch {initial_epoch}" if checkpoint else "",
+        run.seed,
+        f", resuming after epoch {run.initial_epoch}" if run.checkpoint else "",
     )
     started = time.perf_counter()
-    if initial_epoch < config.epochs and multiworker:
+    if run.initial_epoch < config.epochs and run.multiworker:
         fit_distributed(
             model,
-            strategy,
+            run.strategy,
             train_ds,
             val_ds,
             epochs=config.epochs,
-            initial_epoch=initial_epoch,
+            initial_epoch=run.initial_epoch,
             steps=steps,
             callbacks=callbacks,
         )
-    elif initial_epoch < config.epochs:
+    elif run.initial_epoch < config.epochs:
         model.fit(
             train_ds,
             validation_data=val_ds,
             epochs=config.epochs,
-            initial_epoch=initial_epoch,
+            initial_epoch=run.initial_epoch,
             steps_per_epoch=steps,
             shuffle=False,  # the dataset shuffles itself, with the seed
             verbose=1 if config.verbose and sys.stdout.isatty() else 0,
             callbacks=callbacks,
         )
-    seconds = time.perf_counter() - started + sum(history.get("seconds", [])[:initial_epoch])
+    resumed = sum(history.get("seconds", [])[: run.initial_epoch])
+    return time.perf_counter() - started + resumed
 
+
+def _training_facts(
+    run: _Run,
+    history: dict[str, list[float]],
+    early: ResumableEarlyStopping | None,
+    seconds: float,
+) -> dict[str, Any]:
+    """vocab.json's `training` record: corpus, settings, seed, final metrics, the replay
+    command; TrainingError if the metrics diverged."""
+    config, sequence = run.config, run.sequence
     if early is not None and early.best_weights is not None:
         best = early.best_epoch  # the weights kept are this epoch's
     else:
         best = len(history.get("loss", [])) - 1
     facts = _final_facts(history, best)
-    training: dict[str, Any] = {
-        "corpus": corpus.name,
-        "corpus_chars": len(corpus.text),
-        "corpus_sha256": corpus_sha,
-        "val_fraction": val_fraction,
+    if not all(math.isfinite(v) for v in facts.values() if isinstance(v, float)):
+        raise TrainingError(
+            f"training diverged (final metrics {facts}); lower --learning-rate or keep "
+            "gradient clipping on"
+        )
+    return {
+        "corpus": run.corpus.name,
+        "corpus_chars": len(run.corpus.text),
+        "corpus_sha256": run.corpus_sha,
+        "val_fraction": config.resolved_val_fraction(),
         "mode": config.mode,
         # samples: windows (one target each) or, stateful, chunks (seq_length targets each)
         "train_windows" if not sequence else "train_chunks": samples_in(
-            len(train_ids), config.seq_length, sequence
+            len(run.train_ids), config.seq_length, sequence
         ),
         "val_windows" if not sequence else "val_chunks": (
-            samples_in(len(val_ids), config.seq_length, sequence) if len(val_ids) else 0
+            samples_in(len(run.val_ids), config.seq_length, sequence) if len(run.val_ids) else 0
         ),
         "max_val_windows": config.max_val_windows,
         "epochs": config.epochs,
@@ -415,48 +514,50 @@ def _train(config: TrainConfig) -> ModelSpec | None:
         "clipvalue": config.clipvalue,
         "dropout": config.dropout,
         "strategy": config.strategy,
-        "seed": seed,
+        "seed": run.seed,
         **facts,
         "train_seconds": round(seconds, 2),
         "keras": keras.__version__,
-        "command": command_line(config, seed),
+        "command": command_line(config, run.seed),
     }
-    if not all(math.isfinite(v) for v in facts.values() if isinstance(v, float)):
-        raise TrainingError(
-            f"training diverged (final metrics {facts}); lower --learning-rate or keep "
-            "gradient clipping on"
-        )
-    if not chief:
-        return None
-    if multiworker:
+
+
+def _export(
+    run: _Run, model: keras.Model, history: dict[str, list[float]], training: dict[str, Any]
+) -> ModelSpec:
+    """Export with parity checked on training windows (chunks) and int8 agreement measured
+    on held-out ones; the finished run's checkpoints leave --out in the same swap."""
+    config = run.config
+    if run.multiworker:
         # Export outside the strategy: its predict would wait for the other workers.
-        trained, model = model, fresh_model()
+        trained, model = model, _fresh_model(run)
         model.set_weights(trained.get_weights())
-    architecture = {
-        "cell": config.cell,
-        "layers": config.layers,
-        "units": config.units,
-        "activation": config.resolved_activation(),
-    }
-    parity = np.lib.stride_tricks.sliding_window_view(train_ids[:-1], config.seq_length)
-    if sequence:  # whole chunks, as trained, spread over the text
+    parity = np.lib.stride_tricks.sliding_window_view(run.train_ids[:-1], config.seq_length)
+    if run.sequence:  # whole chunks, as trained, spread over the text
         parity = parity[:: config.seq_length]
     held_out = (
-        np.lib.stride_tricks.sliding_window_view(val_ids[:-1], config.seq_length)
-        if len(val_ids) > config.seq_length
+        np.lib.stride_tricks.sliding_window_view(run.val_ids[:-1], config.seq_length)
+        if len(run.val_ids) > config.seq_length
         else None
     )
     title = f"{config.cell} {config.layers}x{config.units}, " + (
-        f"stateful, chunks of {config.seq_length}" if sequence else f"window {config.seq_length}"
+        f"stateful, chunks of {config.seq_length}"
+        if run.sequence
+        else f"window {config.seq_length}"
     )
-    spec = export(
+    return export(
         model,
-        chars=corpus.chars,
+        chars=run.corpus.chars,
         seq_length=config.seq_length,
         out_dir=config.out_dir,
         windows=parity,
-        prompt=corpus.sample_prompt(config.seq_length),
-        architecture=architecture,
+        prompt=run.corpus.sample_prompt(config.seq_length),
+        architecture={
+            "cell": config.cell,
+            "layers": config.layers,
+            "units": config.units,
+            "activation": config.resolved_activation(),
+        },
         training=training,
         force=True,  # checked above, before training
         quantize=config.quantize,
@@ -471,7 +572,6 @@ def _train(config: TrainConfig) -> ModelSpec | None:
         mode=config.mode,
         drop=(STATE_DIR,),  # the finished run's checkpoints go in the same atomic step
     )
-    return spec
 
 
 def _final_facts(history: dict[str, list[float]], best: int) -> dict[str, Any]:
