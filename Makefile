@@ -25,6 +25,7 @@ bench: $(BIN)/python
 	$(BIN)/python benchmarks/bench_generate.py
 	$(BIN)/python benchmarks/bench_footprint.py
 	$(BIN)/python benchmarks/bench_load.py
+	$(BIN)/python benchmarks/bench_context.py
 	$(BIN)/python benchmarks/bench_int8.py
 	$(BIN)/python benchmarks/check_compat.py
 	$(BIN)/python benchmarks/bench_training.py

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -54,7 +55,8 @@ class Context:
 
     def __init__(self, gen: Generator) -> None:
         self.gen = gen
-        self._tail = ""  # the last MAX_TEXT_TAIL characters fed
+        # The last MAX_TEXT_TAIL characters fed: a deque, so a keystroke copies nothing.
+        self._tail: deque[str] = deque(maxlen=MAX_TEXT_TAIL)
         self._length = 0  # characters fed in all
         spec = gen.spec
         if spec.stateful:
@@ -73,7 +75,7 @@ class Context:
     @property
     def text(self) -> str:
         """What was fed (its last MAX_TEXT_TAIL characters, for a long context)."""
-        return self._tail
+        return "".join(self._tail)
 
     def __len__(self) -> int:
         return self._length
@@ -92,7 +94,7 @@ class Context:
         else:
             self._window = (self._window + ids)[-self.gen.spec.seq_length :]
             self._probs = None
-        self._tail = (self._tail + text)[-MAX_TEXT_TAIL:]
+        self._tail.extend(text)
         self._length += len(text)
         return self
 
@@ -174,7 +176,7 @@ class Context:
         options = _options(options)
         _check_length(length)
         sampler = None if options.greedy else Sampler(options)
-        stops = StopMatcher(options.stop, self._tail) if options.stop else None
+        stops = StopMatcher(options.stop, self.text) if options.stop else None
         chars = self.gen.spec.chars
         picked = np.zeros(1, dtype=np.int64)
         out = []
@@ -237,6 +239,7 @@ class Context:
         """An independent copy: appending to either leaves the other as it was."""
         twin = Context.__new__(Context)
         twin.__dict__.update(self.__dict__)
+        twin._tail = deque(self._tail, maxlen=MAX_TEXT_TAIL)
         if self.gen.spec.stateful:
             twin._buf = [[a.copy() for a in bufs] for bufs in self._buf]
             twin._bound = None  # bindings point at this context's buffers: the twin binds its own
@@ -252,7 +255,7 @@ class Context:
             "model_sha256": spec.model_file(self.gen.precision)[1],
             "mode": spec.mode,
             "precision": self.gen.precision,
-            "tail": self._tail,
+            "tail": self.text,
             "length": self._length,
         }
         arrays: list[np.ndarray] = []
@@ -291,7 +294,8 @@ class Context:
         tail, length = meta.get("tail"), meta.get("length")
         if not isinstance(tail, str) or not isinstance(length, int) or length < len(tail):
             raise bad
-        ctx._tail, ctx._length = tail, length
+        ctx._tail.extend(tail[-MAX_TEXT_TAIL:])
+        ctx._length = length
         body = rest[4 + size :]
         if spec.stateful:
             units = [s.shape[1] for s in spec.states]
