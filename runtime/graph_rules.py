@@ -64,8 +64,9 @@ class GraphMismatchError(GraphRuleError):
 
 @dataclass(frozen=True)
 class Value:
-    """What the checker knows about one tensor: element type, shape, and (for small integer
-    constants such as axes) the values."""
+    """What the checker knows about one tensor: element type, shape, (for small integer
+    constants such as axes) the values, and whether it is a constant of the file (a weight,
+    or a weight dequantized once at load)."""
 
     dtype: int
     shape: tuple[Dim, ...]
@@ -264,6 +265,23 @@ def _matmul_integer(node: Node, ins: list[Value | None]) -> list[Value | None]:
     return [Value(INT32, a.shape[:-1] + w.shape[1:])]
 
 
+def _dequantize_linear(node: Node, ins: list[Value | None]) -> list[Value | None]:
+    """int8 weights with a per-channel (or one) scale and zero point, all constants: the
+    output is a float constant of the weights' shape, which onnxruntime folds at load."""
+    x, scale, zero = _present(node, ins, 3)
+    axis = _attrs(node, {"axis": 2}).get("axis", 1)
+    if not (x.initializer and scale.initializer and zero.initializer) or x.dtype != INT8:
+        raise _fail(f"DequantizeLinear {node.name!r} must dequantize int8 weights")
+    if not isinstance(axis, int) or not -len(x.shape) <= axis < len(x.shape):
+        raise _fail(f"DequantizeLinear {node.name!r} has axis {axis}")
+    channels = x.shape[axis]
+    if scale.dtype != FLOAT or scale.shape not in ((), (channels,)):
+        raise _fail(f"DequantizeLinear {node.name!r}: scale is {_describe(scale)}")
+    if zero.dtype != INT8 or zero.shape != scale.shape:
+        raise _fail(f"DequantizeLinear {node.name!r}: zero point is {_describe(zero)}")
+    return [Value(FLOAT, x.shape, initializer=True)]
+
+
 # Gates per cell: an ONNX RNN has 1, a GRU 3, an LSTM 4.
 _GATES = {"RNN": 1, "GRU": 3, "LSTM": 4, "DynamicQuantizeLSTM": 4}
 _ACTIVATION_COUNT = {"RNN": 1, "GRU": 2, "LSTM": 3, "DynamicQuantizeLSTM": 3}
@@ -355,6 +373,7 @@ INT8_OPS: dict[tuple[str, str], Rule] = {
     ("", "Cast"): _cast,
     ("", "DynamicQuantizeLinear"): _quantize_linear,
     ("", "MatMulInteger"): _matmul_integer,
+    ("", "DequantizeLinear"): _dequantize_linear,
     (MS_DOMAIN, "DynamicQuantizeLSTM"): _recurrent,
 }
 OPS = {"fp32": FP32_OPS, "int8": INT8_OPS}

@@ -49,6 +49,10 @@ def session_options(
     opts.enable_cpu_mem_arena = memory_arena
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # int8 files keep GRU / RNN weights and the one-hot table as int8 + DequantizeLinear:
+    # without QDQ handling onnxruntime folds those into float constants once, at load
+    # (measured on a GRU 256 step: 18.8 µs folded, 46.2 µs dequantizing every step).
+    opts.add_session_config_entry("session.disable_quant_qdq", "1")
     if spin:  # measured: without it the pool spins on for ~35 ms of CPU after each Run
         opts.add_session_config_entry("session.force_spinning_stop", "1")
     opts.log_severity_level = 3
