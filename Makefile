@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench default-model clean
+.PHONY: demo test lint bench default-model clean web-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,13 @@ demo: $(BIN)/python
 	$(BIN)/textgen generate "This is Z"
 
 # Everything (trainer, TensorFlow, test tools), then lint and the whole suite.
-test: $(BIN)/python
+# The browser tests' tools: Debian's chromium and onnxruntime-web from npm (pinned).
+ORT_WEB := .cache/ort-web/node_modules/onnxruntime-web/dist
+web-tools:
+	@command -v chromium >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null))
+	@test -f $(ORT_WEB)/ort.wasm.min.js || npm install --silent --no-audit --no-fund --prefix .cache/ort-web onnxruntime-web@1.30.0
+
+test: $(BIN)/python web-tools
 	$(BIN)/python -m pip install --quiet -e '.[train,test,bench]'
 	$(BIN)/ruff check runtime trainer tests benchmarks examples
 	$(BIN)/ruff format --check runtime trainer tests benchmarks examples
@@ -40,4 +46,4 @@ default-model: $(BIN)/python
 	$(BIN)/textgen-train train --seed 0 --out artifacts/default --force --quiet
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .cache

@@ -430,6 +430,35 @@ def complete(prompt: str, model_dir: Path | None, precision: str, k: int, as_jso
 
 @main.command()
 @MODEL_OPTION
+@click.option(
+    "--out",
+    "site",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Directory to write the site into (new or empty).",
+)
+@click.option(
+    "--ort-web",
+    "ort_dist",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="The dist/ folder of the onnxruntime-web npm package, copied into the site. "
+    "Default: the page loads a pinned release from a CDN (integrity-checked).",
+)
+def web(model_dir: Path | None, site: Path, ort_dist: Path | None) -> None:
+    """Write a static web page that runs the model in the browser (onnxruntime-web)."""
+    from .web import write_site
+
+    out = _stdout()
+    try:
+        write_site(model_dir, site, ort_dist)
+    except TextgenError as exc:
+        raise _error(exc) from None
+    _echo(out, f"wrote {site}: serve it (python -m http.server -d {site}) and open index.html")
+
+
+@main.command()
+@MODEL_OPTION
 def info(model_dir: Path | None) -> None:
     """Print the model card: vocabulary, window, architecture, files and training facts."""
     out = _stdout()

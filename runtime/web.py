@@ -1,0 +1,80 @@
+"""`textgen web`: a static site that runs a model in the browser with onnxruntime-web.
+
+The site is `index.html` (prompt, settings, streamed output, model card), `textgen.js`
+(an ES module apps can import on their own pages), the model files under `model/`, and
+onnxruntime-web's WASM build under `ort/`, copied from the npm package's `dist/` folder;
+without one, the page loads a pinned release from a public CDN, checked by its
+subresource-integrity hash. The site is written beside SITE and renamed into place, so a
+failure leaves nothing half-written, and an existing SITE is never overwritten.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from .artifact import MODEL_FILES, VOCAB_FILE
+from .errors import TextgenError
+from .generator import Generator
+
+WEB_DIR = Path(__file__).parent / "web"
+# The onnxruntime-web release the page was tested with, its WASM-only build (no WebGPU /
+# JSEP: half the size) and the files that build loads.
+ORT_WEB_VERSION = "1.30.0"
+ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+ORT_CDN = f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{ORT_WEB_VERSION}/dist/"
+# sha384 of ORT_CDN + "ort.wasm.min.js" (the npm package's own file).
+ORT_SRI = "sha384-Bw6URI+Gvoadw0do7/QrSHUC9D1vCYYK5OSqChFyhyV5mzPL4oe2rOAFljAnS8Sq"
+
+
+class WebSiteError(TextgenError):
+    """The site cannot be written (an existing SITE, an incomplete onnxruntime-web dist)."""
+
+
+def _ort_script(local: bool) -> str:
+    base = "ort/" if local else ORT_CDN
+    integrity = "" if local else f' integrity="{ORT_SRI}" crossorigin="anonymous"'
+    failed = f"could not load onnxruntime-web from {base}"
+    return (
+        f'<script src="{base}ort.wasm.min.js"{integrity} '
+        f"onerror=\"globalThis.ortError = '{failed}'\"></script>\n"
+        f'<script>globalThis.ortBase = "{base}";</script>'
+    )
+
+
+def write_site(model_dir: Path | None, site: Path, ort_dist: Path | None = None) -> Path:
+    """Write the static site for `model_dir` (None: the default model) into `site`."""
+    site = Path(site)
+    if site.exists() and (not site.is_dir() or any(site.iterdir())):
+        raise WebSiteError(f"{site} already exists and is not empty; choose a new directory")
+    gen = Generator.load(model_dir, warmup_threads=1)  # only a model that loads is published
+    if ort_dist is not None:
+        missing = [f for f in ORT_FILES if not (Path(ort_dist) / f).is_file()]
+        if missing:
+            raise WebSiteError(
+                f"{ort_dist} lacks {', '.join(missing)}; pass the dist/ folder of the "
+                f"onnxruntime-web npm package (npm install onnxruntime-web@{ORT_WEB_VERSION})"
+            )
+    site.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{site.name}.staging-", dir=site.parent))
+    try:
+        page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
+        page = page.replace("<!-- ORT_SCRIPT -->", _ort_script(ort_dist is not None))
+        (staging / "index.html").write_text(page, encoding="utf-8")
+        shutil.copy(WEB_DIR / "textgen.js", staging / "textgen.js")
+        (staging / "model").mkdir()
+        for name in (VOCAB_FILE, *(MODEL_FILES[p] for p in gen.spec.precisions)):
+            shutil.copy(gen.model_dir / name, staging / "model" / name)
+        if ort_dist is not None:
+            (staging / "ort").mkdir()
+            for name in ORT_FILES:
+                shutil.copy(Path(ort_dist) / name, staging / "ort" / name)
+        if site.exists():
+            site.rmdir()  # empty, checked above
+        staging.rename(site)
+    except OSError as exc:
+        raise WebSiteError(f"cannot write {site}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return site

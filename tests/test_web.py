@@ -1,0 +1,186 @@
+"""`textgen web` in a real browser: the site served from 127.0.0.1 and loaded in headless
+Chromium (Debian's package) with onnxruntime-web's WASM build (npm); `make test` installs
+both (`make web-tools`)."""
+
+from __future__ import annotations
+
+import functools
+import html
+import http.server
+import json
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from click.testing import CliRunner
+from helpers import REPO, edit_vocab
+
+from runtime import Generator
+from runtime.cli import main
+from runtime.web import write_site
+
+ORT_DIST = REPO / ".cache" / "ort-web" / "node_modules" / "onnxruntime-web" / "dist"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+OUTPUT = re.compile(r'<pre id="output" data-state="(\w+)"[^>]*>(.*?)</pre>', re.S)
+
+
+@pytest.fixture(scope="module")
+def tools() -> None:
+    missing = [p for p in (Path(CHROMIUM), ORT_DIST / "ort.wasm.min.js") if not p.exists()]
+    assert not missing, f"run `make web-tools` first: {missing} missing"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """A static file server on 127.0.0.1 over a folder of sites."""
+    root = tmp_path_factory.mktemp("www")
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".mjs": "text/javascript",
+    }
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _page(url: str, profile: Path) -> tuple[str, str]:
+    """(data-state, text) of the page's output element once its scripts have run."""
+    proc = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=120000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    match = OUTPUT.search(proc.stdout)
+    assert match, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return match.group(1), html.unescape(match.group(2))
+
+
+def _site(server, name: str, model_dir: Path | None) -> str:
+    root, base = server
+    write_site(model_dir, root / name, ORT_DIST)
+    return f"{base}/{name}/index.html"
+
+
+def _run(url: str, tmp_path: Path, **params) -> tuple[str, str]:
+    return _page(f"{url}?{urlencode({'autorun': 1, **params})}", tmp_path / "profile")
+
+
+def test_default_model_gives_the_runtimes_greedy_text(tools, server, tmp_path) -> None:
+    url = _site(server, "default", None)
+    state, text = _run(url, tmp_path, prompt="This is Z", length=60)
+    assert state == "done"
+    assert text == Generator.load().generate("This is Z", 60)
+
+
+@pytest.fixture(scope="module")
+def stateful_models(tmp_path_factory, corpus_file) -> dict[str, Path]:
+    from trainer.train import TrainConfig, train
+
+    out = {}
+    for cell in ("lstm", "gru"):
+        path = tmp_path_factory.mktemp("web") / cell
+        train(
+            TrainConfig(
+                out_dir=path,
+                corpus=corpus_file,
+                cell=cell,
+                units=32,
+                seq_length=16,
+                epochs=3,
+                mode="stateful",
+                quantize="int8",
+                seed=9,
+            )
+        )
+        out[cell] = path
+    return out
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_stateful_models_give_the_runtimes_greedy_text(
+    tools, server, tmp_path, stateful_models, cell, precision
+) -> None:
+    model = stateful_models[cell]
+    url = _site(server, f"{cell}-{precision}", model)
+    prompt = "The quick brown fox"
+    state, text = _run(url, tmp_path, prompt=prompt, length=80, precision=precision)
+    assert state == "done", text
+    assert text == Generator.load(model, precision=precision).generate(prompt, 80)
+
+
+def test_sampled_text_respects_the_settings(tools, server, tmp_path) -> None:
+    url = _site(server, "sampling", None)
+    greedy = Generator.load().generate("This is Z", 50)
+    _, top1 = _run(url, tmp_path, prompt="This is Z", length=50, temperature=0.7, top_k=1)
+    assert top1 == greedy  # only the most likely character is left to draw
+    runs = [
+        _run(url, tmp_path, prompt="This is Z", length=50, temperature=1.5, seed=7)[1]
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1]  # the same seed, the same text
+    vocab = set(Generator.load().spec.chars)
+    assert set(runs[0]) <= vocab and len(runs[0]) == 59
+    _, stopped = _run(url, tmp_path, prompt="This is Z", length=50, stop="a")
+    assert stopped.endswith("a") and stopped == greedy[: greedy.index("a", 9) + 1]
+
+
+def test_tampered_model_is_refused_in_the_page(tools, server, tmp_path) -> None:
+    root, base = server
+    url = _site(server, "tampered", None)
+    model = root / "tampered" / "model" / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[-5] ^= 0xFF
+    model.write_bytes(bytes(data))
+    state, text = _run(url, tmp_path, prompt="This is Z", length=10)
+    assert state == "error"
+    assert text.startswith("Error: model.onnx does not match the sha256 in vocab.json")
+    edit_vocab(root / "tampered" / "model", lambda d: d.__setitem__("version", 99))
+    state, text = _run(url, tmp_path, prompt="This is Z", length=10)
+    assert state == "error" and "format version 99" in text
+
+
+def test_web_command_refuses_to_overwrite_and_checks_the_dist(tmp_path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "keep.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["web", "--out", str(site)])
+    assert result.exit_code == 1 and "not empty" in result.output
+    assert (site / "keep.txt").read_text() == "mine"
+    result = CliRunner().invoke(
+        main, ["web", "--out", str(tmp_path / "s2"), "--ort-web", str(tmp_path)]
+    )
+    assert result.exit_code == 1 and "lacks ort.wasm.min.js" in result.output
+    assert not (tmp_path / "s2").exists()
+    result = CliRunner().invoke(main, ["web", "--out", str(tmp_path / "s3")])  # CDN version
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "s3" / "index.html").read_text()
+    assert 'integrity="sha384-' in page and "cdn.jsdelivr.net/npm/onnxruntime-web@" in page
+    assert json.loads((tmp_path / "s3" / "model" / "vocab.json").read_text())["format"]
