@@ -26,12 +26,13 @@ test: $(BIN)/python web-tools
 	$(BIN)/ruff format --check runtime trainer tests benchmarks examples
 	$(BIN)/python -m pytest
 
-bench: $(BIN)/python
+bench: $(BIN)/python web-tools
 	$(BIN)/python -m pip install --quiet -e '.[train,test,bench]'
 	$(BIN)/python benchmarks/bench_generate.py
 	$(BIN)/python benchmarks/bench_footprint.py
 	$(BIN)/python benchmarks/bench_load.py
 	$(BIN)/python benchmarks/bench_context.py
+	$(BIN)/python benchmarks/bench_web.py
 	$(BIN)/python benchmarks/bench_int8.py
 	$(BIN)/python benchmarks/check_compat.py
 	$(BIN)/python benchmarks/bench_training.py
