@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench default-model clean web-tools
+.PHONY: demo test lint bench default-model clean web-tools aarch64-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,14 @@ web-tools:
 	@command -v chromium >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null))
 	@test -f $(ORT_WEB)/ort.wasm.min.js || npm install --silent --no-audit --no-fund --prefix .cache/ort-web onnxruntime-web@1.30.0
 
-test: $(BIN)/python web-tools
+# The aarch64 check's tools: qemu-user-static, Debian arm64 Python 3.11 in a sysroot, and
+# aarch64 wheels. onnxruntime 1.20.1: 1.32's aarch64 wheel segfaults on import under qemu 7.2.
+AARCH64 := .cache/aarch64
+aarch64-tools: $(BIN)/python
+	@test -x $(AARCH64)/sysroot/usr/bin/python3.11 || sh tests/aarch64/sysroot.sh $(AARCH64)
+	@test -d $(AARCH64)/wheels/onnxruntime || $(BIN)/python -m pip install --quiet --target $(AARCH64)/wheels --python-version 3.11 --only-binary=:all: --platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 'numpy==1.26.4' 'onnxruntime==1.20.1' 'click==8.1.7'
+
+test: $(BIN)/python web-tools aarch64-tools
 	$(BIN)/python -m pip install --quiet -e '.[train,test,bench]'
 	$(BIN)/ruff check runtime trainer tests benchmarks examples
 	$(BIN)/ruff format --check runtime trainer tests benchmarks examples
