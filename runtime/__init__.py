@@ -4,6 +4,7 @@ from .artifact import ModelSpec, StateSpec, TensorSpec, default_model_dir
 from .decoding import GenerationOptions, GenerationResult
 from .errors import (
     ArtifactError,
+    ContextError,
     GenerationSettingsError,
     ModelNotFoundError,
     PromptError,
@@ -15,6 +16,7 @@ from .generator import MAX_LENGTH, Generator
 __all__ = [
     "MAX_LENGTH",
     "ArtifactError",
+    "ContextError",
     "GenerationSettingsError",
     "GenerationOptions",
     "GenerationResult",

@@ -22,7 +22,7 @@ import numpy as np
 
 from .binding import BoundRun
 from .decoding import GenerationOptions, Sampler, StopMatcher
-from .errors import GenerationSettingsError, PromptError, TextgenError
+from .errors import ContextError, GenerationSettingsError, PromptError
 
 if TYPE_CHECKING:
     from .generator import Generator
@@ -34,10 +34,6 @@ MAX_TEXT_TAIL = 4096
 MAX_COMPLETION = 24
 SAVE_MAGIC = b"rnn-textgen-context\n"
 SCORE_CHUNK = 512  # window model: windows scored per Run
-
-
-class ContextError(TextgenError):
-    """Saved context data that this model cannot restore (another model, or damaged)."""
 
 
 @dataclass

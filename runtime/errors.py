@@ -28,3 +28,11 @@ class PromptError(TextgenError, ValueError):
 
 class GenerationSettingsError(TextgenError, ValueError):
     """A generation setting is out of range (for example a length of zero)."""
+
+
+class ContextError(TextgenError):
+    """Saved context data that this model cannot restore (another model's, or damaged)."""
+
+
+class WebSiteError(TextgenError):
+    """`textgen web` cannot write the site (an existing SITE, an incomplete dist folder)."""

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from .artifact import MODEL_FILES, VOCAB_FILE
-from .errors import TextgenError
+from .errors import WebSiteError
 from .generator import Generator
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -26,10 +26,6 @@ ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-thr
 ORT_CDN = f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{ORT_WEB_VERSION}/dist/"
 # sha384 of ORT_CDN + "ort.wasm.min.js" (the npm package's own file).
 ORT_SRI = "sha384-Bw6URI+Gvoadw0do7/QrSHUC9D1vCYYK5OSqChFyhyV5mzPL4oe2rOAFljAnS8Sq"
-
-
-class WebSiteError(TextgenError):
-    """The site cannot be written (an existing SITE, an incomplete onnxruntime-web dist)."""
 
 
 def _ort_script(local: bool) -> str:

@@ -17,8 +17,7 @@ import pytest
 from helpers import REPO
 
 from runtime import GenerationOptions, Generator
-from runtime.context import ContextError
-from runtime.errors import GenerationSettingsError, PromptError
+from runtime.errors import ContextError, GenerationSettingsError, PromptError
 
 PROMPT = "the quick brown fox "
 
