@@ -15,7 +15,6 @@ import argparse
 import functools
 import http.server
 import json
-import shutil
 import socket
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser import chromium  # noqa: E402
 from report import machine, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,21 +48,8 @@ def free_port() -> int:
 def page_us_per_char(url: str, profile: Path) -> float:
     """Open `url` in headless Chromium and wait for the page's 'done N us/char' title."""
     port = free_port()
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
     proc = subprocess.Popen(
-        [
-            chromium,
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={profile}",
-            f"--remote-debugging-port={port}",
-            url,
-        ],
+        chromium(profile, f"--remote-debugging-port={port}", url),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

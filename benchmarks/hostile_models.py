@@ -18,18 +18,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from runtime.onnx_proto import encode_varint
+
 MODEL_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 
 
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = value & 0x7F
-        value >>= 7
-        out.append(b | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+varint = encode_varint
 
 
 def field(number: int, payload: bytes, *, tag: bytes | None = None) -> bytes:

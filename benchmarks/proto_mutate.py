@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from runtime.onnx_proto import encode_varint
+
 KINDS = (
     "overlong_tag",
     "high_tag_bits",
@@ -38,15 +40,7 @@ class Field:
     children: bool = field(default=False)
 
 
-def varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = value & 0x7F
-        value >>= 7
-        out.append(b | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+varint = encode_varint
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:

@@ -264,7 +264,7 @@ class _Message:
             raise ProtoError(f"{where}.{name} has wire type {wire}")
         if kind == "f32data":
             return value
-        return memoryview(_encode_varint(value))
+        return memoryview(encode_varint(value))
 
     @staticmethod
     def _packed(kind: str, value: memoryview, where: str, name: str) -> list:
@@ -398,7 +398,9 @@ def _tensor(reader: _Reader, buf: memoryview, where: str) -> Tensor:
     return out
 
 
-def _encode_varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+    """The canonical protobuf encoding of `value` (negative: as its 64-bit two's complement)."""
+    value &= (1 << 64) - 1
     out = bytearray()
     while True:
         b = value & 0x7F

@@ -153,28 +153,23 @@ def test_next_out_of_range_is_an_artifact_error(model_copy: Path) -> None:
     """A session whose `next` is outside the vocabulary (here: argmax + 20, or -1) never
     indexes the character table: the runtime's own check refuses it."""
     spec = ModelSpec.read(model_copy)
-    for shift in (20, -100, -1):
-        # A file like this is refused before onnxruntime sees it ...
+
+    def shifted(shift: int) -> bytes:
         proto = hostile.default_proto(model_copy)
         for node in proto.graph.node:
             if node.op_type == "ArgMax":
                 node.output[0] = "raw_next"
         proto.graph.node.append(helper.make_node("Add", ["raw_next", "shift"], ["next"]))
         proto.graph.initializer.append(numpy_helper.from_array(np.array(shift, np.int64), "shift"))
+        return proto.SerializeToString()
+
+    for shift in (20, -100, -1):  # a file like this is refused before onnxruntime sees it ...
         with pytest.raises(GraphRuleError, match="Add"):
-            vet_model(proto.SerializeToString(), spec, "int8")
+            vet_model(shifted(shift), spec, "int8")
     # ... and a session built around the checks (as the export check does) is still caught
     # at the first character out of range (-1 would be a silently wrong, in-range choice).
     for shift in (20, -100):
-        proto = hostile.default_proto(model_copy)
-        for node in proto.graph.node:
-            if node.op_type == "ArgMax":
-                node.output[0] = "raw_next"
-        proto.graph.node.append(helper.make_node("Add", ["raw_next", "shift"], ["next"]))
-        proto.graph.initializer.append(numpy_helper.from_array(np.array(shift, np.int64), "shift"))
-        session = ort.InferenceSession(
-            proto.SerializeToString(), providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(shifted(shift), providers=["CPUExecutionProvider"])
         gen = Generator.from_session(spec, session, model_copy)
         with pytest.raises(ArtifactError, match="outside its vocabulary"):
             gen.generate("This is Z", 5)

@@ -9,8 +9,8 @@ import html
 import http.server
 import json
 import re
-import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from urllib.parse import urlencode
@@ -19,12 +19,14 @@ import pytest
 from click.testing import CliRunner
 from helpers import REPO, edit_vocab
 
-from runtime import Generator
-from runtime.cli import main
-from runtime.web import write_site
+sys.path.insert(0, str(REPO / "benchmarks"))
+from browser import CHROMIUM, chromium  # noqa: E402
+
+from runtime import Generator  # noqa: E402
+from runtime.cli import main  # noqa: E402
+from runtime.web import write_site  # noqa: E402
 
 ORT_DIST = REPO / ".cache" / "ort-web" / "node_modules" / "onnxruntime-web" / "dist"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 OUTPUT = re.compile(r'<pre id="output" data-state="(\w+)"[^>]*>(.*?)</pre>', re.S)
 
 
@@ -59,20 +61,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def _page(url: str, profile: Path) -> tuple[str, str]:
     """(data-state, text) of the page's output element once its scripts have run."""
     proc = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={profile}",
-            "--virtual-time-budget=120000",
-            "--dump-dom",
-            url,
-        ],
+        chromium(profile, "--virtual-time-budget=120000", "--dump-dom", url),
         capture_output=True,
         text=True,
         timeout=300,
@@ -89,7 +78,8 @@ def _site(server, name: str, model_dir: Path | None) -> str:
 
 
 def _run(url: str, tmp_path: Path, **params) -> tuple[str, str]:
-    return _page(f"{url}?{urlencode({'autorun': 1, **params})}", tmp_path / "profile")
+    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
+    return _page(f"{url}?{urlencode({'autorun': 1, **params})}", profile)
 
 
 def test_default_model_gives_the_runtimes_greedy_text(tools, server, tmp_path) -> None:

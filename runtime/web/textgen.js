@@ -147,7 +147,10 @@ export class Model {
   static async load(base, { precision = "fp32", ort = globalThis.ort } = {}) {
     if (!ort) throw new TextgenError("onnxruntime-web is not loaded on this page");
     if (!(precision in MODEL_FILES)) throw new TextgenError(`no precision ${precision}`);
-    const vocabResponse = await fetch(new URL("vocab.json", new URL(base, location.href)));
+    // Revalidated, never taken from the cache unchecked: a cached vocab.json beside a new
+    // model.onnx (or the reverse) would be refused as a mismatch after every re-export.
+    const fresh = { cache: "no-cache" };
+    const vocabResponse = await fetch(new URL("vocab.json", new URL(base, location.href)), fresh);
     if (!vocabResponse.ok) throw new TextgenError(`vocab.json not found at ${base}`);
     let doc;
     try {
@@ -159,7 +162,7 @@ export class Model {
     const expected = precision === "fp32" ? spec.model_sha256 : spec.variants?.int8?.sha256;
     if (!expected) throw new TextgenError(`this model has no ${precision} variant`);
     const file = MODEL_FILES[precision];
-    const response = await fetch(new URL(file, new URL(base, location.href)));
+    const response = await fetch(new URL(file, new URL(base, location.href)), fresh);
     if (!response.ok) throw new TextgenError(`${file} not found at ${base}`);
     const bytes = new Uint8Array(await response.arrayBuffer());
     if ((await sha256Hex(bytes)) !== expected) {
