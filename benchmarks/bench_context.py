@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, write_section  # noqa: E402
+from report import machine, publish  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -124,9 +124,7 @@ def main() -> None:
         "",
         f"Medians of {args.repeats} runs. Machine: {machine()}.",
     ]
-    body = "\n".join(lines)
-    write_section("context", body, path=args.output)
-    print(body)
+    publish("context", lines, args.output)
 
 
 if __name__ == "__main__":

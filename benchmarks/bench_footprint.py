@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, write_section  # noqa: E402
+from report import machine, publish  # noqa: E402
 
 from runtime.bench import measure_child  # noqa: E402
 
@@ -123,9 +123,7 @@ def main() -> None:
         f"onnxruntime {versions[0]}, NumPy {versions[1]}, click {versions[2]}. "
         f"Machine: {machine()}.",
     ]
-    body = "\n".join(lines)
-    write_section("footprint", body, path=args.output)
-    print(body)
+    publish("footprint", lines, args.output)
 
 
 if __name__ == "__main__":

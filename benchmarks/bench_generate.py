@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, median_time, write_section  # noqa: E402
+from report import machine, median_time, publish  # noqa: E402
 
 import trainer  # noqa: E402,F401  (quiets TensorFlow's C++ logging before it loads)
 from runtime import Generator  # noqa: E402
@@ -281,9 +281,7 @@ def main() -> None:
         f"{keras.__version__}, onnxruntime {ort.__version__}, ai-edge-litert {litert_version}, "
         f"NumPy {np.__version__}. Machine: {machine()}.",
     ]
-    body = "\n".join(lines)
-    write_section("generate", body, path=args.output)
-    print(body)
+    publish("generate", lines, args.output)
 
 
 if __name__ == "__main__":

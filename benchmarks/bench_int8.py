@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpora import kjv  # noqa: E402
-from report import machine, median_time, write_section  # noqa: E402
+from report import machine, median_time, publish  # noqa: E402
 
 import trainer  # noqa: E402,F401  (quiets TensorFlow's C++ logging before it loads)
 from runtime import Generator  # noqa: E402
@@ -91,9 +91,7 @@ def main() -> None:
         "",
         f"Machine: {machine()}.",
     ]
-    body = "\n".join(lines)
-    write_section("int8", body, path=args.output)
-    print(body)
+    publish("int8", lines, args.output)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpora import kjv  # noqa: E402
-from report import machine, write_section  # noqa: E402
+from report import machine, publish  # noqa: E402
 
 import trainer  # noqa: E402,F401  (quiets TensorFlow's C++ logging before it loads)
 from runtime import Generator  # noqa: E402
@@ -229,9 +229,7 @@ def main() -> None:
             f"{'' if precision == 'fp32' else f'{size:.0%} of fp32'} |"
         )
     lines += ["", f"Medians of {repeats} runs. Machine: {machine()}."]
-    body = "\n".join(lines)
-    write_section("litert", body, path=args.output)
-    print(body)
+    publish("litert", lines, args.output)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, median_time, write_section  # noqa: E402
+from report import machine, median_time, publish  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BEFORE = "b344dc9"  # the last commit with runtime/onnx_scan.py
@@ -148,9 +148,7 @@ def main() -> None:
             f"| {load * 1e3:.1f} ms | {rb} | {rss_after / 2**20:.0f} MB |"
         )
     lines += ["", f"Medians of {args.repeats} runs. Machine: {machine()}."]
-    body = "\n".join(lines)
-    write_section("load", body, path=args.output)
-    print(body)
+    publish("load", lines, args.output)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpora import kjv  # noqa: E402
-from report import machine, write_section  # noqa: E402
+from report import machine, publish  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / ".cache" / "quality-model"
@@ -117,9 +117,7 @@ def main() -> None:
         "",
         f"Command: `{shlex.join(cmd)}`. Machine: {machine()}.",
     ]
-    body = "\n".join(lines)
-    write_section("quality", body, path=args.output)
-    print(body)
+    publish("quality", lines, args.output)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpora import kjv  # noqa: E402
-from report import machine, median_time, write_section  # noqa: E402
+from report import machine, median_time, publish  # noqa: E402
 
 import trainer  # noqa: E402,F401  (quiets TensorFlow's C++ logging before it loads)
 from runtime import Generator  # noqa: E402
@@ -146,9 +146,7 @@ def main() -> None:
         "",
         f"Medians of {repeats} runs of {n} characters. Machine: {machine()}.",
     ]
-    body = "\n".join(lines)
-    write_section("stateful", body, path=args.output)
-    print(body)
+    publish("stateful", lines, args.output)
 
 
 if __name__ == "__main__":

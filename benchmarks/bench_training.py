@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpora import kjv  # noqa: E402
-from report import machine, write_section  # noqa: E402
+from report import machine, publish  # noqa: E402
 
 import trainer  # noqa: E402,F401  (quiets TensorFlow's C++ logging before it loads)
 from runtime.bench import measure_child  # noqa: E402
@@ -162,9 +162,7 @@ def main() -> None:
         "",
         f"Last line of the memory run: `{last}`. Machine: {machine()}.",
     ]
-    body = "\n".join(lines)
-    write_section("training", body, path=args.output)
-    print(body)
+    publish("training", lines, args.output)
 
 
 if __name__ == "__main__":

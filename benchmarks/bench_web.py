@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import chromium  # noqa: E402
-from report import machine, write_section  # noqa: E402
+from report import machine, publish  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 ORT_DIST = REPO / ".cache" / "ort-web" / "node_modules" / "onnxruntime-web" / "dist"
@@ -120,9 +120,7 @@ def main() -> None:
         f"Medians of {args.repeats} page loads and {args.repeats * 3} Python runs. "
         f"Machine: {machine()}.",
     ]
-    body = "\n".join(lines)
-    write_section("web", body, path=args.output)
-    print(body)
+    publish("web", lines, args.output)
 
 
 if __name__ == "__main__":

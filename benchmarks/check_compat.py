@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, write_section  # noqa: E402
+from report import machine, publish  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 LENGTH = 200
@@ -202,9 +202,7 @@ def main() -> None:
             + " |"
         )
     lines += ["", f"Machine: {machine()}."]
-    body = "\n".join(lines)
-    write_section("compat", body, path=args.output)
-    print(body)
+    publish("compat", lines, args.output)
     sys.exit(0 if ok else 1)
 
 

@@ -154,7 +154,7 @@ def fuzz(
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from report import machine, write_section
+    from report import machine, publish
 
     from runtime.artifact import default_model_dir
 
@@ -196,9 +196,7 @@ def main() -> None:
     lines += [
         f"- case {f['case']} (exit {f['returncode']}): {f['detail'][-300:]}" for f in failures
     ]
-    body = "\n".join(lines)
-    write_section("fuzz", body, path=args.output)
-    print(body)
+    publish("fuzz", lines, args.output)
     sys.exit(1 if r["failures"] else 0)
 
 

@@ -142,7 +142,7 @@ def run_trials(
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from report import machine, write_section
+    from report import machine, publish
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=25)
@@ -195,9 +195,7 @@ def main() -> None:
     problems = [p for x in results.values() for p in x["problems"]]
     if problems:
         lines += ["", "Problems:", *(f"- {p}" for p in problems)]
-    body = "\n".join(lines)
-    write_section("crash-safety", body, path=args.output)
-    print(body)
+    publish("crash-safety", lines, args.output)
     bad = any(x["lost_or_mixed"] or x["resume_failures"] for x in results.values())
     sys.exit(1 if bad else 0)
 

@@ -62,3 +62,12 @@ def write_section(name: str, body: str, path: Path | None = None) -> None:
         else (text.rstrip() + "\n\n" + block + "\n")
     )
     path.write_text(text if text.endswith("\n") else text + "\n")
+
+
+def publish(name: str, lines: list[str], output: Path | None = None) -> str:
+    """The tail every script shares: its lines become section `name` of BENCHMARKS.md (or
+    of `output`) and are printed; returns the section's text."""
+    body = "\n".join(lines)
+    write_section(name, body, path=output)
+    print(body)
+    return body

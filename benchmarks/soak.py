@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, write_section  # noqa: E402
+from report import machine, publish  # noqa: E402
 
 from runtime import GenerationOptions, Generator  # noqa: E402
 
@@ -119,9 +119,7 @@ def main() -> None:
         "",
         f"{seconds:.0f} s. Machine: {machine()}.",
     ]
-    body = "\n".join(lines)
-    write_section("soak", body, path=args.output)
-    print(body)
+    publish("soak", lines, args.output)
     sys.exit(0 if not errors and not mismatches[0] and growth <= 0.10 else 1)
 
 

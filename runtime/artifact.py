@@ -100,6 +100,7 @@ class ModelSpec:
     """Everything vocab.json says about a model: vocabulary, window, graph I/O, provenance.
 
     `chars` are in index order: the model's input index i and output column i mean chars[i].
+    `seq_length` means two things, by mode: see `window` and `training_chunk`.
     """
 
     chars: tuple[str, ...]
@@ -125,6 +126,18 @@ class ModelSpec:
     @property
     def stateful(self) -> bool:
         return self.mode == "stateful"
+
+    @property
+    def window(self) -> int | None:
+        """Characters a window model reads per step (vocab.json's seq_length); None for a
+        stateful model, whose seq_length is only the length of its training chunks."""
+        return None if self.stateful else self.seq_length
+
+    @property
+    def training_chunk(self) -> int | None:
+        """A stateful model's training chunk length (vocab.json's seq_length); None for a
+        window model."""
+        return self.seq_length if self.stateful else None
 
     @property
     def min_prompt(self) -> int:

@@ -478,9 +478,9 @@ def model_card(gen: Generator) -> str:
         f"model:       {printable(str(gen.model_dir))}",
         f"mode:        {s.mode} "
         + (
-            f"(carries {len(s.states)} state tensor(s); trained on chunks of {s.seq_length})"
+            f"(carries {len(s.states)} state tensor(s); trained on chunks of {s.training_chunk})"
             if s.stateful
-            else f"(reads the last {s.seq_length} characters)"
+            else f"(reads the last {s.window} characters)"
         ),
         f"cell:        {arch.get('cell', '?')} x {arch.get('layers', 1)} layer(s), "
         f"{arch.get('units', '?')} units, activation {arch.get('activation', '?')}",
