@@ -72,16 +72,15 @@ def litert_stateful(keras_path: Path, tmp: Path, int8: bool):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     interp = Interpreter(model_content=converter.convert(), num_threads=1)
     interp.allocate_tensors()
-    ins = {d["name"]: d for d in interp.get_input_details()}
-    outs = interp.get_output_details()
-    # Match tensors by shape: names are mangled by the SavedModel signature.
-    id_in = next(d["index"] for d in ins.values() if d["dtype"] == np.int32)
-    state_ins = sorted(
-        (d for d in ins.values() if d["dtype"] == np.float32), key=lambda d: d["name"]
-    )
-    prob_out = next(d["index"] for d in outs if d["shape"][-1] == vocab)
-    state_outs = [d for d in outs if d["index"] != prob_out]
-    order = _pair_states(interp, id_in, state_ins, state_outs, prob_out)
+    # The signature names the tensors as the Keras model does: inputs by their Input
+    # names, outputs output_0 (probs), output_1... (the states, in the inputs' order).
+    signature = interp.get_signature_runner()
+    ins, outs = signature.get_input_details(), signature.get_output_details()
+    id_in = ins["ids"]["index"]
+    names = [t.name.split(":")[0] for t in states_in]
+    state_ins = [ins[name] for name in names]
+    state_outs = [outs[f"output_{k + 1}"]["index"] for k in range(len(names))]
+    prob_out = outs["output_0"]["index"]
     set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
 
     def step(char: int, states: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
@@ -90,36 +89,10 @@ def litert_stateful(keras_path: Path, tmp: Path, int8: bool):
             set_tensor(d["index"], s)
         invoke()
         nxt = int(get_tensor(prob_out)[0].argmax())
-        return nxt, [get_tensor(order[d["index"]]) for d in state_ins]
+        return nxt, [get_tensor(i) for i in state_outs]
 
     zero = [np.zeros(d["shape"], np.float32) for d in state_ins]
     return step, zero
-
-
-def _pair_states(interp, id_in, state_ins, state_outs, prob_out) -> dict[int, int]:
-    """Which output carries which input state: feed distinct values through a zero-weight
-    probe? Simpler: each state output equals the state input of the next step in value
-    shape; pair them by feeding one-hot markers and seeing which output moves most."""
-    base = {}
-    interp.set_tensor(id_in, np.zeros((1, 1), np.int32))
-    for d in state_ins:
-        interp.set_tensor(d["index"], np.zeros(d["shape"], np.float32))
-    interp.invoke()
-    for o in state_outs:
-        base[o["index"]] = interp.get_tensor(o["index"]).copy()
-    pairs = {}
-    for d in state_ins:
-        for other in state_ins:
-            value = 3.0 if other is d else 0.0
-            interp.set_tensor(other["index"], np.full(other["shape"], value, np.float32))
-        interp.invoke()
-        moved = {
-            o["index"]: float(np.abs(interp.get_tensor(o["index"]) - base[o["index"]]).sum())
-            for o in state_outs
-            if list(o["shape"]) == list(d["shape"]) and o["index"] not in pairs.values()
-        }
-        pairs[d["index"]] = max(moved, key=moved.get)
-    return pairs
 
 
 def litert_text(step, zero, gen: Generator, prompt: str, n: int) -> str:
