@@ -8,13 +8,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
 
 from .artifact import MODEL_FILES, ModelSpec
 from .binding import BoundRun
-from .context import MAX_COMPLETION, Context, ScoreResult, complete, score
 from .decoding import GenerationOptions, GenerationResult, Sampler, StopMatcher
 from .errors import ArtifactError, GenerationSettingsError, PromptError
 from .loading import (
@@ -26,6 +26,9 @@ from .loading import (
     read_model,
     session_options,
 )
+
+if TYPE_CHECKING:  # the app API loads on first use: a CLI that only generates skips it
+    from .context import Context, ScoreResult
 
 # Far beyond any useful greedy continuation of a window model, small enough that a typo
 # (an extra zero or three) is caught before it pins a device's CPU for minutes.
@@ -175,21 +178,30 @@ class Generator:
     def context(self, prompt: str = "") -> Context:
         """An incremental context starting with `prompt` (see runtime.context): append
         characters, read the next character's probabilities, generate, fork, save."""
+        from .context import Context
+
         return Context(self).append(prompt)
 
     def restore(self, data: bytes) -> Context:
         """The context that `Context.save()` wrote; ContextError if another model's."""
+        from .context import Context
+
         return Context.restore(self, data)
 
     def score(self, text: str | Iterable[str], *, per_char: bool = False) -> ScoreResult:
         """Bits per character of `text` under the model (see runtime.context.score)."""
+        from .context import score
+
         return score(self, text, per_char=per_char)
 
     def complete(
-        self, prompt: str, k: int = 3, max_chars: int = MAX_COMPLETION
+        self, prompt: str, k: int = 3, max_chars: int | None = None
     ) -> list[tuple[str, float]]:
-        """The `k` most likely continuations of `prompt` to the next word boundary."""
-        return complete(self, prompt, k, max_chars)
+        """The `k` most likely continuations of `prompt` to the next word boundary, at most
+        `max_chars` characters deep (default: runtime.context.MAX_COMPLETION)."""
+        from .context import MAX_COMPLETION, complete
+
+        return complete(self, prompt, k, MAX_COMPLETION if max_chars is None else max_chars)
 
     def _window_probs(self, windows: np.ndarray) -> np.ndarray:
         """Next-character probabilities [n, vocab] of a window model's windows [n, L]."""
