@@ -133,6 +133,38 @@ def peak_rss_mb(model_dir: Path, precision: str) -> float:
     return int(out.strip().splitlines()[-1]) / 1024
 
 
+def window_row(tmp: Path, corpus: Path, seq: int, steps: int, n: int, repeats: int) -> tuple:
+    """A window LSTM 256 reading `seq` characters, against LiteRT's default conversion of
+    the same Keras model (fixed batch of 1), driven by bench_generate's shared loop."""
+    from bench_generate import litert_step, python_loop
+
+    from trainer.model import load_keras
+
+    out = tmp / f"window{seq}"
+    train(
+        TrainConfig(
+            out_dir=out,
+            corpus=corpus,
+            cell="lstm",
+            units=256,
+            seq_length=seq,
+            batch_size=64,
+            epochs=1,
+            steps_per_epoch=steps,
+            max_val_windows=256,
+            seed=1,
+        )
+    )
+    gen = Generator.load(out)
+    step = litert_step(
+        load_keras(out / "model.keras", compile=False), seq, gen.spec.vocab_size, False
+    )
+    same = python_loop(step, gen, PROMPT, 200) == gen.generate(PROMPT, 200)
+    ours = per_char(lambda: gen.generate(PROMPT, n), n, repeats)
+    theirs = per_char(lambda: python_loop(step, gen, PROMPT, n), n, repeats)
+    return (f"lstm window {seq}", 256, "fp32", ours, theirs, same, peak_rss_mb(out, "fp32"), 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300, help="training steps per model")
@@ -142,11 +174,15 @@ def main() -> None:
     repeats, n = (3, 300) if args.quick else (7, 1000)
     corpus = kjv()
     configs = [("lstm", 64), ("lstm", 128), ("lstm", 256), ("lstm", 512), ("gru", 256)]
+    windows = [40, 100]
     if args.quick:
-        configs = [("lstm", 64), ("gru", 64)]
+        configs, windows = [("lstm", 64), ("gru", 64)], [8]
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        for seq in windows:
+            rows.append(window_row(tmp, corpus, seq, args.steps, n, repeats))
+            print(rows[-1], flush=True)
         for cell, units in configs:
             out = tmp / f"{cell}{units}"
             train(
@@ -181,11 +217,12 @@ def main() -> None:
                 )
                 print(rows[-1], flush=True)
     lines = [
-        "## Real-size stateful models against LiteRT (`benchmarks/bench_litert.py`)",
+        "## Real-size models against LiteRT (`benchmarks/bench_litert.py`)",
         "",
-        f"Stateful models trained {args.steps} steps on the KJV (chunks of 100), each with its "
-        "LiteRT twin built from the same Keras weights (step model, `unroll=True`, "
-        "SavedModel conversion; int8: LiteRT's dynamic-range quantization against ours). "
+        f"Models trained {args.steps} steps on the KJV, each with its LiteRT twin built from "
+        "the same Keras weights: stateful models (chunks of 100) as a step model "
+        "(`unroll=True`, SavedModel conversion; int8: LiteRT's dynamic-range quantization "
+        "against ours); window models as LiteRT's default conversion of the Keras model. "
         f"Greedy generation of {n:,} characters after a {len(PROMPT)}-character prompt, one "
         "thread, the same kind of Python loop for both.",
         "",
@@ -196,8 +233,13 @@ def main() -> None:
     for cell, units, precision, ours, theirs, same, rss, size in rows:
         ratio = ours / theirs
         goal = "yes" if ratio <= 1.0 else f"**missed by {(ratio - 1) * 100:.0f}%**"
+        name = (
+            f"LSTM 256, window {cell.split()[-1]}"
+            if "window" in cell
+            else f"{cell.upper()} {units}"
+        )
         lines.append(
-            f"| {cell.upper()} {units} | {precision} | {ours:.1f} | {theirs:.1f} | {ratio:.2f}× "
+            f"| {name} | {precision} | {ours:.1f} | {theirs:.1f} | {ratio:.2f}× "
             f"| {goal} | {'yes' if same else '**no**'} | {rss:.0f} MB | "
             f"{'' if precision == 'fp32' else f'{size:.0%} of fp32'} |"
         )
