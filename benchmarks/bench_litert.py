@@ -159,9 +159,10 @@ def window_row(tmp: Path, corpus: Path, seq: int, steps: int, n: int, repeats: i
     step = litert_step(
         load_keras(out / "model.keras", compile=False), seq, gen.spec.vocab_size, False
     )
-    same = python_loop(step, gen, PROMPT, 200) == gen.generate(PROMPT, 200)
-    ours = per_char(lambda: gen.generate(PROMPT, n), n, repeats)
-    theirs = per_char(lambda: python_loop(step, gen, PROMPT, n), n, repeats)
+    prompt = " ".join([PROMPT] * -(-(seq + 1) // len(PROMPT)))  # at least one window
+    same = python_loop(step, gen, prompt, 200) == gen.generate(prompt, 200)
+    ours = per_char(lambda: gen.generate(prompt, n), n, repeats)
+    theirs = per_char(lambda: python_loop(step, gen, prompt, n), n, repeats)
     return (f"lstm window {seq}", 256, "fp32", ours, theirs, same, peak_rss_mb(out, "fp32"), 1)
 
 
