@@ -224,8 +224,9 @@ def main() -> None:
         "the same Keras weights: stateful models (chunks of 100) as a step model "
         "(`unroll=True`, SavedModel conversion; int8: LiteRT's dynamic-range quantization "
         "against ours); window models as LiteRT's default conversion of the Keras model. "
-        f"Greedy generation of {n:,} characters after a {len(PROMPT)}-character prompt, one "
-        "thread, the same kind of Python loop for both.",
+        f"Greedy generation of {n:,} characters after a {len(PROMPT)}-character prompt "
+        "(repeated to cover a window for window models), one thread, the same kind of Python "
+        "loop for both.",
         "",
         "| model | precision | rnn-textgen µs/char | LiteRT µs/char | ratio | goal ≤ 1.0× "
         "| greedy text identical | peak RSS | int8 size |",
