@@ -36,7 +36,6 @@ from .onnx_proto import (
     Model,
     Node,
     ProtoError,
-    Tensor,
 )
 
 # Opset 17 / IR 8 load in every onnxruntime from 1.14 on; newer opsets buy nothing for an RNN.
@@ -149,7 +148,7 @@ def _gather(node: Node, ins: list[Value | None]) -> list[Value | None]:
     return [Value(table.dtype, ids.shape + table.shape[1:])]
 
 
-def _axes(node: Node, x: Value, axes: Value | None) -> list[int]:
+def _axes(node: Node, axes: Value | None) -> list[int]:
     if axes is None or axes.const is None:
         raise _fail(f"{node.op_type} {node.name!r} needs constant axes")
     return list(axes.const)
@@ -161,7 +160,7 @@ def _squeeze(node: Node, ins: list[Value | None]) -> list[Value | None]:
     if x is None or len(ins) > 2:
         raise _fail(f"Squeeze {node.name!r} has the wrong inputs")
     rank = len(x.shape)
-    drop = {a % rank for a in _axes(node, x, axes) if -rank <= a < rank}
+    drop = {a % rank for a in _axes(node, axes) if -rank <= a < rank}
     if len(drop) != len(axes.const) or any(x.shape[a] != 1 for a in drop):
         raise _fail(f"Squeeze {node.name!r} removes an axis that is not 1")
     return [Value(x.dtype, tuple(d for i, d in enumerate(x.shape) if i not in drop))]
@@ -172,7 +171,7 @@ def _unsqueeze(node: Node, ins: list[Value | None]) -> list[Value | None]:
     x, axes = ins[0], ins[1] if len(ins) > 1 else None
     if x is None or len(ins) > 2:
         raise _fail(f"Unsqueeze {node.name!r} has the wrong inputs")
-    rank = len(x.shape) + len(_axes(node, x, axes))
+    rank = len(x.shape) + len(_axes(node, axes))
     where = {a % rank for a in axes.const if -rank <= a < rank}
     if len(where) != len(axes.const):
         raise _fail(f"Unsqueeze {node.name!r} has bad axes")
@@ -382,7 +381,7 @@ OPSETS = {"fp32": [{"": OPSET}], "int8": [{"": OPSET}, {"": OPSET, MS_DOMAIN: MS
 _INT_CONST_LIMIT = 16  # integer initializers this small are read (axes); others stay opaque
 
 
-def _initial_values(model: Model, spec: ModelSpec) -> tuple[dict[str, Value], list[Tensor]]:
+def _initial_values(model: Model, spec: ModelSpec) -> dict[str, Value]:
     graph = model.graph
     assert graph is not None
     values: dict[str, Value] = {}
@@ -417,7 +416,7 @@ def _initial_values(model: Model, spec: ModelSpec) -> tuple[dict[str, Value], li
         if t.data_type in (INT32, INT64) and t.size <= _INT_CONST_LIMIT:
             const = tuple(t.int_values())
         values[t.name] = Value(t.data_type, tuple(t.dims), const, initializer=True)
-    return values, graph.initializers
+    return values
 
 
 def check_model(model: Model, spec: ModelSpec, precision: str) -> None:
@@ -430,7 +429,8 @@ def check_model(model: Model, spec: ModelSpec, precision: str) -> None:
     assert graph is not None
     if not 1 <= len(graph.nodes) <= MAX_NODES:
         raise _fail(f"{len(graph.nodes)} nodes")
-    values, initializers = _initial_values(model, spec)
+    values = _initial_values(model, spec)
+    initializers = graph.initializers
     largest = max([t.size for t in initializers] + [spec.vocab_size])
     budget = 16 * sum(t.size for t in initializers) + 65_536
     rules = OPS[precision]
