@@ -43,6 +43,11 @@ NEXT_DTYPES = frozenset({"int64"})
 # The graph's greedy choice (argmax of the probabilities), read by the runtime's hot loop.
 NEXT_NAME = "next"
 MODES = frozenset(MODE_VERSIONS)
+# How the runtime runs a stateful model's generation steps (runtime.step_graph): "native",
+# model.onnx itself; "decomposed", a one-character graph built at load from its weights.
+# Window models are always "native". Readers that do not know the field run model.onnx,
+# which is always the complete graph, so it needs no new format version.
+GRAPH_BUILDERS = ("native", "decomposed")
 STATE_DTYPES = frozenset({"float32"})
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -114,6 +119,7 @@ class ModelSpec:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     architecture: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    graph_builder: str = "native"
 
     @cached_property
     def char_to_index(self) -> dict[str, int]:
@@ -186,6 +192,7 @@ class ModelSpec:
             "seq_length": self.seq_length,
             "graph": graph,
             "model_sha256": self.model_sha256,
+            **({"graph_builder": self.graph_builder} if self.stateful else {}),
             "variants": {k: dict(v) for k, v in self.variants.items()},
             "architecture": dict(self.architecture),
             "training": dict(self.training),
@@ -264,6 +271,16 @@ class ModelSpec:
             "model_sha256 must be 64 lowercase hex digits",
         )
 
+        builder = doc.get("graph_builder", "native")
+        v.check(
+            _one_of(builder, frozenset(GRAPH_BUILDERS)),
+            f"graph_builder {_short(builder)} is not one of {list(GRAPH_BUILDERS)}",
+        )
+        v.check(
+            builder == "native" or mode == "stateful",
+            f"graph_builder {builder!r} is for stateful models only",
+        )
+
         variants = doc.get("variants", {})
         v.check(isinstance(variants, dict), "variants must be an object")
         for precision, variant in variants.items():
@@ -321,6 +338,7 @@ class ModelSpec:
             variants=variants,
             architecture=architecture,
             training=training,
+            graph_builder=builder,
         )
 
     @classmethod
@@ -494,6 +512,7 @@ def bits_per_char(loss_nats: float) -> float:
 
 __all__ = [
     "FORMAT_NAME",
+    "GRAPH_BUILDERS",
     "NEWEST_VERSION",
     "MODEL_FILE",
     "VOCAB_FILE",

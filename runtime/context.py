@@ -120,7 +120,7 @@ class Context:
             outs = [s.output for s in spec.states]
             self._bound = [
                 BoundRun(
-                    self.gen.session,
+                    self.gen.step_session or self.gen.session,
                     {spec.input.name: self._char, **dict(zip(ins, a, strict=True))},
                     {spec.output.name: self._out, **dict(zip(outs, b, strict=True))},
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnxruntime as ort
 
-from .artifact import MODEL_FILES, ModelSpec
+from .artifact import GRAPH_BUILDERS, MODEL_FILES, ModelSpec
 from .binding import BoundRun
 from .decoding import GenerationOptions, GenerationResult, Sampler, StopMatcher
 from .errors import ArtifactError, GenerationSettingsError, PromptError
@@ -23,9 +24,12 @@ from .loading import (
     default_warmup_threads,
     first_line,
     make_session,
+    make_step_session,
     read_model,
     session_options,
 )
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the app API loads on first use: a CLI that only generates skips it
     from .context import Context, ScoreResult
@@ -63,6 +67,9 @@ class Generator:
     # Stateful models: a second session over the same bytes, with a thread pool, that
     # consumes long prompts (each recurrent step's matrix-vector product is split).
     warmup_session: ort.InferenceSession | None = field(default=None, repr=False)
+    # Stateful models built "decomposed": the one-character graph generation steps run
+    # (runtime.step_graph); None: `session` runs them too.
+    step_session: ort.InferenceSession | None = field(default=None, repr=False)
     _in_dtype: np.dtype = field(init=False, repr=False)
     _char_table: np.ndarray = field(init=False, repr=False)
 
@@ -80,12 +87,15 @@ class Generator:
         warmup_threads: int | None = None,
         memory_arena: bool = False,
         max_model_bytes: int = MAX_MODEL_BYTES,
+        graph_builder: str | None = None,
     ) -> Generator:
         """Load `path` (a directory with model.onnx and vocab.json; None = the default model).
 
         `precision` "int8" loads the quantized variant (model.int8.onnx) instead.
         `threads` run each generation step; `warmup_threads` (stateful models; default:
         the machine's cores, at most 4; 1 = none) consume long prompts.
+        `graph_builder` (stateful models) overrides vocab.json's choice of how generation
+        steps run: "native" (model.onnx) or "decomposed" (`runtime.step_graph`).
         Before onnxruntime sees the graph, refuses a file over `max_model_bytes`, one whose
         sha256 differs from vocab.json's, and any graph that is not one textgen-train writes
         for this model (`runtime.graph_rules`); afterwards, checks the session's inputs and
@@ -99,11 +109,23 @@ class Generator:
         for name, value in (("threads", threads), ("warmup_threads", warmup_threads)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise GenerationSettingsError(f"{name} must be a positive integer, got {value!r}")
+        if graph_builder is not None and graph_builder not in GRAPH_BUILDERS:
+            raise GenerationSettingsError(
+                f"graph_builder must be one of {', '.join(GRAPH_BUILDERS)}, got {graph_builder!r}"
+            )
         spec, data, model_path = read_model(path, precision, max_model_bytes)
         model_dir = model_path.parent
-        session = make_session(
-            data, session_options(threads, memory_arena=memory_arena), model_path
-        )
+        opts = session_options(threads, memory_arena=memory_arena)
+        session = make_session(data, opts, model_path)
+        step = None
+        if spec.stateful and (graph_builder or spec.graph_builder) == "decomposed":
+            step = make_step_session(spec, data, precision, opts, model_path)
+            if step is None:
+                log.warning(
+                    "%s: not in the form the decomposed step builder reads; generating "
+                    "with model.onnx itself",
+                    model_path,
+                )
         warm = None
         if spec.stateful and warmup_threads > 1:
             opts = session_options(warmup_threads, memory_arena=memory_arena, spin=True)
@@ -116,6 +138,7 @@ class Generator:
                 model_dir=model_dir,
                 precision=precision,
                 warmup_session=warm,
+                step_session=step,
             )
             gen._probe()
         except (RuntimeError, ValueError, UnicodeDecodeError) as exc:
@@ -129,11 +152,21 @@ class Generator:
 
     @classmethod
     def from_session(
-        cls, spec: ModelSpec, session: ort.InferenceSession, model_dir: str | Path = "."
+        cls,
+        spec: ModelSpec,
+        session: ort.InferenceSession,
+        model_dir: str | Path = ".",
+        *,
+        step_session: ort.InferenceSession | None = None,
     ) -> Generator:
         """A Generator over a session built elsewhere, without `load`'s file checks: for the
         exporter's own verification of a graph it has just built, and for tests."""
-        return cls(spec=spec, session=session, model_dir=Path(model_dir))
+        return cls(spec=spec, session=session, model_dir=Path(model_dir), step_session=step_session)
+
+    @property
+    def graph_builder(self) -> str:
+        """How generation steps run: "decomposed" (a step graph built at load) or "native"."""
+        return "native" if self.step_session is None else "decomposed"
 
     def _probe(self) -> None:
         """One greedy and one sampled step on a dummy prompt, through the very bindings
@@ -382,7 +415,7 @@ class Generator:
         # step t+1 the other way round, so no state is ever copied.
         runs = [
             BoundRun(
-                self.session,
+                self.step_session or self.session,
                 {spec.input.name: char, **dict(zip(ins, a, strict=True))},
                 {**target, **dict(zip(outs, b, strict=True))},
             )

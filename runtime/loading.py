@@ -107,6 +107,18 @@ def make_session(data: bytes, opts: ort.SessionOptions, model_path: Path) -> ort
         ) from None
 
 
+def make_step_session(
+    spec: ModelSpec, data: bytes, precision: str, opts: ort.SessionOptions, model_path: Path
+) -> ort.InferenceSession | None:
+    """A session over the decomposed step graph of a stateful model's vetted bytes, or None
+    when `runtime.step_graph` does not recognize the graph (model.onnx then runs every step)."""
+    from .onnx_proto import parse_model
+    from .step_graph import decompose
+
+    step = decompose(parse_model(data), spec, precision)
+    return None if step is None else make_session(step, opts, model_path)
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__

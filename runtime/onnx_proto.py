@@ -79,6 +79,7 @@ class Tensor:
     float_count: int = 0  # float_data elements
     varint_data: list[memoryview] = field(default_factory=list)  # int32_data / int64_data
     varint_count: int = 0
+    float_data: list[memoryview] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -95,6 +96,17 @@ class Tensor:
                 raise ProtoError(f"tensor {self.name!r}: raw_data is not whole elements")
             return len(self.raw_data) // itemsize
         return self.float_count + self.varint_count
+
+    def array(self) -> np.ndarray:
+        """The values, as a NumPy array of the tensor's type and shape."""
+        dtype = np.dtype(DTYPES[self.data_type]).newbyteorder("<")
+        if self.raw_data is not None:
+            data = np.frombuffer(self.raw_data, dtype)
+        elif self.float_data:
+            data = np.frombuffer(b"".join(self.float_data), "<f4").astype(dtype)
+        else:
+            data = np.array(self.int_values(), np.int64).astype(dtype)
+        return data.reshape(self.dims)
 
     def int_values(self) -> list[int]:
         """The values of a small integer tensor (axes)."""
@@ -383,6 +395,7 @@ def _tensor(reader: _Reader, buf: memoryview, where: str) -> Tensor:
     )
     floats = msg.all("float_data")
     ints32, ints64 = msg.all("int32_data"), msg.all("int64_data")
+    out.float_data = floats
     out.float_count = sum(len(v) // 4 for v in floats)
     out.varint_data = ints32 or ints64
     out.varint_count = sum(_count_varints(v, where) for v in out.varint_data)
@@ -408,6 +421,93 @@ def encode_varint(value: int) -> bytes:
         out.append(b | (0x80 if value else 0))
         if not value:
             return bytes(out)
+
+
+# --- writing: the few messages a graph built at load needs (see runtime.step_graph) -------
+
+
+def _key(tag: int, wire: int) -> bytes:
+    return encode_varint(tag << 3 | wire)
+
+
+def _bytes_field(tag: int, payload: bytes) -> bytes:
+    return _key(tag, 2) + encode_varint(len(payload)) + payload
+
+
+def _int_field(tag: int, value: int) -> bytes:
+    return _key(tag, 0) + encode_varint(value)
+
+
+def encode_tensor(name: str, array: np.ndarray) -> bytes:
+    """A TensorProto holding `array` (one of DTYPES) as raw little-endian data."""
+    codes = {np.dtype(t): code for code, t in DTYPES.items()}
+    array = np.ascontiguousarray(array)
+    out = b"".join(_int_field(1, d) for d in array.shape)
+    out += _int_field(2, codes[array.dtype]) + _bytes_field(8, name.encode())
+    return out + _bytes_field(9, array.astype(array.dtype.newbyteorder("<")).tobytes())
+
+
+def encode_node(
+    op_type: str,
+    inputs: list[str],
+    outputs: list[str],
+    *,
+    name: str = "",
+    domain: str = "",
+    attributes: list[Attribute] | None = None,
+) -> bytes:
+    """A NodeProto; `attributes` as the parser returns them (int, ints, float, strings)."""
+    out = b"".join(_bytes_field(1, x.encode()) for x in inputs)
+    out += b"".join(_bytes_field(2, x.encode()) for x in outputs)
+    out += _bytes_field(3, name.encode()) + _bytes_field(4, op_type.encode())
+    for attr in attributes or []:
+        body = _bytes_field(1, attr.name.encode()) + _int_field(20, attr.type)
+        if attr.type == ATTR_INT:
+            body += _int_field(3, int(attr.i or 0))
+        elif attr.type == ATTR_FLOAT:
+            body += _key(2, 5) + np.float32(attr.f).astype("<f4").tobytes()
+        elif attr.type == ATTR_INTS:
+            body += b"".join(_int_field(8, v) for v in attr.ints)
+        elif attr.type == ATTR_STRINGS:
+            body += b"".join(_bytes_field(9, v) for v in attr.strings)
+        else:
+            raise ProtoError(f"cannot write attribute {attr.name!r} of type {attr.type}")
+        out += _bytes_field(5, body)
+    if domain:
+        out += _bytes_field(7, domain.encode())
+    return out
+
+
+def encode_value_info(name: str, elem_type: int, shape: list[int | str]) -> bytes:
+    """A ValueInfoProto for a tensor (dims: int values or symbolic names)."""
+    dims = b"".join(
+        _bytes_field(1, _int_field(1, d) if isinstance(d, int) else _bytes_field(2, d.encode()))
+        for d in shape
+    )
+    tensor_type = _int_field(1, elem_type) + _bytes_field(2, dims)
+    return _bytes_field(1, name.encode()) + _bytes_field(2, _bytes_field(1, tensor_type))
+
+
+def encode_model(
+    nodes: list[bytes],
+    initializers: list[bytes],
+    inputs: list[bytes],
+    outputs: list[bytes],
+    *,
+    ir_version: int,
+    opsets: dict[str, int],
+    name: str = "graph",
+) -> bytes:
+    """A ModelProto from encoded nodes, initializers and value infos."""
+    graph = b"".join(_bytes_field(1, n) for n in nodes) + _bytes_field(2, name.encode())
+    graph += b"".join(_bytes_field(5, t) for t in initializers)
+    graph += b"".join(_bytes_field(11, v) for v in inputs)
+    graph += b"".join(_bytes_field(12, v) for v in outputs)
+    out = _int_field(1, ir_version) + _bytes_field(2, b"rnn-textgen")
+    out += _bytes_field(7, graph)
+    for domain, version in opsets.items():
+        out += _bytes_field(8, _bytes_field(1, domain.encode()) + _int_field(2, version))
+    return out
 
 
 def _count_varints(buf: memoryview, where: str) -> int:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from runtime.graph_rules import ACTIVATIONS, OPSET
 
 from .errors import ExportError, OutputDirError
 from .model import INPUT_NAME, OUTPUT_NAME, load_keras
-from .onnx_graph import NotNativeError, build, quantize_int8, state_names
+from .onnx_graph import NotNativeError, build, graph_builder, quantize_int8, state_names
 from .publish import make_staging, out_dir_lock, publish
 
 log = logging.getLogger(__name__)
@@ -106,20 +107,51 @@ def keras_greedy_stateful(model: Any, ids: np.ndarray, length: int) -> list[int]
     return out
 
 
-def _stateful_parity(session: Any, model: Any, spec: ModelSpec, chunks: np.ndarray) -> float:
-    """Step-by-step ONNX (one character per Run, state carried) vs the Keras sequence model
-    over the same chunks; also the whole chunk in one Run (the warm-up path)."""
+def run_steps(
+    session: Any, output: str, chunks: np.ndarray, states: tuple[StateSpec, ...]
+) -> Iterator[np.ndarray]:
+    """Feed `chunks` [B, T] one character per Run from zero state (as generation does);
+    yields `output` [B, ...] after each position."""
+    state = {s.input: np.zeros((len(chunks), s.shape[1]), np.float32) for s in states}
+    outputs = [output, *(s.output for s in states)]
+    for t in range(chunks.shape[1]):
+        value, *new = session.run(outputs, {INPUT_NAME: chunks[:, t : t + 1], **state})
+        state = {s.input: v for s, v in zip(states, new, strict=True)}
+        yield value
+
+
+def _stateful_parity(
+    session: Any, step: Any, model: Any, spec: ModelSpec, chunks: np.ndarray
+) -> float:
+    """Step-by-step ONNX (one character per Run, state carried, on the session generation
+    steps use) vs the Keras sequence model over the same chunks; also the whole chunk in
+    one Run of model.onnx (the warm-up path)."""
     chunks = np.ascontiguousarray(chunks[:MAX_PARITY_CHUNKS], dtype=np.int32)
     expected = np.asarray(model.predict(chunks, verbose=0, batch_size=CHUNK))  # [B, T, V]
-    state = {s.input: np.zeros((len(chunks), s.shape[1]), np.float32) for s in spec.states}
-    outputs = [OUTPUT_NAME, *(s.output for s in spec.states)]
     worst = 0.0
-    for t in range(chunks.shape[1]):
-        probs, *new = session.run(outputs, {INPUT_NAME: chunks[:, t : t + 1], **state})
+    for t, probs in enumerate(run_steps(step, OUTPUT_NAME, chunks, spec.states)):
         worst = max(worst, float(np.abs(probs - expected[:, t]).max()))
-        state = {s.input: v for s, v in zip(spec.states, new, strict=True)}
     whole = run_chunked(session, OUTPUT_NAME, chunks, spec.states)
     return max(worst, float(np.abs(whole - expected[:, -1]).max()))
+
+
+def step_session(spec: ModelSpec, onnx_bytes: bytes, precision: str) -> Any:
+    """The session generation steps run on for this spec's graph_builder (the runtime's own
+    decomposed step graph, or None for model.onnx itself)."""
+    import onnxruntime as ort
+
+    from runtime.onnx_proto import parse_model
+    from runtime.step_graph import decompose
+
+    if spec.graph_builder != "decomposed":
+        return None
+    step = decompose(parse_model(onnx_bytes), spec, precision)
+    if step is None:
+        raise ExportError(
+            "the runtime cannot build the decomposed step graph of this export; nothing was "
+            "published; please report this with the model's settings"
+        )
+    return ort.InferenceSession(step, providers=["CPUExecutionProvider"])
 
 
 def verify(
@@ -132,9 +164,10 @@ def verify(
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    step = step_session(spec, onnx_bytes, "fp32")
     windows = np.ascontiguousarray(windows[:MAX_PARITY_WINDOWS], dtype=np.int32)
     if spec.stateful:
-        max_diff = _stateful_parity(session, model, spec, windows)
+        max_diff = _stateful_parity(session, step or session, model, spec, windows)
         windows = windows[:MAX_PARITY_CHUNKS]
     else:
         expected = np.asarray(model.predict(windows, verbose=0, batch_size=CHUNK))
@@ -145,7 +178,7 @@ def verify(
             f"ONNX and Keras probabilities differ by {max_diff:.3g} (> {PARITY_ATOL}); "
             "nothing was published; please report this with the model's settings"
         )
-    gen = Generator.from_session(spec, session)
+    gen = Generator.from_session(spec, session, step_session=step)
     onnx_text = gen.generate(prompt, GREEDY_CHECK_LENGTH)[len(prompt) :]
     if spec.stateful:
         keras_ids = keras_greedy_stateful(model, gen.encode(prompt), GREEDY_CHECK_LENGTH)
@@ -184,20 +217,27 @@ def smoke_test_in_subprocess(model_dir: Path, prompt: str, precisions: list[str]
 
 
 def int8_variant(
-    onnx_bytes: bytes,
-    eval_windows: np.ndarray,
-    eval_source: str,
-    states: tuple[StateSpec, ...] = (),
+    onnx_bytes: bytes, eval_windows: np.ndarray, eval_source: str, spec: ModelSpec
 ) -> tuple[bytes, dict[str, Any]]:
-    """Quantize, then measure how often int8 picks the same next character as fp32."""
+    """Quantize, then measure how often int8 picks the same next character as fp32, on the
+    graphs generation runs (a decomposed step graph steps through each window)."""
     import onnxruntime as ort
 
     quantized = quantize_int8(onnx_bytes)
     windows = np.ascontiguousarray(eval_windows[:MAX_AGREEMENT_WINDOWS], dtype=np.int32)
-    fp32 = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    int8 = ort.InferenceSession(quantized, providers=["CPUExecutionProvider"])
-    a = run_chunked(fp32, NEXT_NAME, windows, states)
-    b = run_chunked(int8, NEXT_NAME, windows, states)
+    picks = []
+    for data, precision in ((onnx_bytes, "fp32"), (quantized, "int8")):
+        step = step_session(spec, data, precision)
+        if step is None:
+            session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+            picks.append(run_chunked(session, NEXT_NAME, windows, spec.states))
+            continue
+        last = []
+        for i in range(0, len(windows), CHUNK):
+            *_, nxt = run_steps(step, NEXT_NAME, windows[i : i + CHUNK], spec.states)
+            last.append(nxt)
+        picks.append(np.concatenate(last))
+    a, b = picks
     facts = {
         "sha256": hashlib.sha256(quantized).hexdigest(),
         "bytes": len(quantized),
@@ -264,9 +304,10 @@ def export(
         model_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
         architecture=architecture,
         training={**training, "sample_prompt": prompt},
+        graph_builder=graph_builder(model) if stateful else "native",
     )
     checks = verify(model, onnx_bytes, spec, windows, prompt)
-    facts = {**checks, "opset": OPSET, "graph_builder": "native", "tensorflow": tf.__version__}
+    facts = {**checks, "opset": OPSET, "tensorflow": tf.__version__}
     files = {MODEL_FILE: onnx_bytes}
     variants: dict[str, dict[str, Any]] = {}
     if quantize == "int8":
@@ -274,7 +315,7 @@ def export(
             onnx_bytes,
             windows if eval_windows is None else eval_windows,
             eval_source,
-            spec.states,
+            spec,
         )
         files[MODEL_FILES["int8"]] = quantized
     spec = replace(spec, training={**spec.training, **facts}, variants=variants)

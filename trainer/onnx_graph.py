@@ -235,6 +235,23 @@ def stateful_graph(model: Any, vocab_size: int) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
 
 
+def graph_builder(model: Any) -> str:
+    """How the runtime should run this model's generation steps (runtime.step_graph's rule,
+    by cell and the narrowest layer)."""
+    import keras
+
+    from runtime.step_graph import preferred_builder
+
+    cells, _ = _split_layers(model)
+    kinds = {keras.layers.LSTM: "lstm", keras.layers.GRU: "gru", keras.layers.SimpleRNN: "simple"}
+    choices = {
+        preferred_builder(kinds[type(c)], int(c.get_config()["units"]))
+        for c in cells
+        if type(c) in kinds
+    }
+    return "decomposed" if choices == {"decomposed"} else "native"
+
+
 def finish(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Add the greedy `next` output, name the batch axis, pin the IR version, and check."""
     # ArgMax over the probabilities (not the logits) is exactly the notebook's np.argmax.

@@ -1,0 +1,362 @@
+"""Decomposed one-character step graphs, built at load from a stateful model's own weights.
+
+A stateful model's `model.onnx` runs ONNX's native `RNN` / `GRU` / `LSTM` operators, which
+read any number of characters in one Run (the warm-up, and the contract other clients rely
+on). For the one character of a generation step those operators do more than needed: they
+multiply a one-hot vector by the input kernel and loop over a time axis of one. Here each
+layer becomes a `Gather` of a precomputed `[vocabulary, gates·units]` table (input kernel
+and both biases folded in), one matrix product with the recurrent kernel, and the gate
+arithmetic as elementwise operators; LSTM gates are reordered so that one `Sigmoid` covers
+i, f and o. With int8 weights the recurrent product is onnxruntime's
+`DynamicQuantizeMatMul` (int8 weights, activations quantized per step, as LiteRT's
+dynamic-range kernels do).
+
+Measured (`benchmarks/bench_builders.py`): 0.7-0.9x the native operator's time per step
+for LSTM and SimpleRNN at every size, and for GRU from 128 units; which builder a model
+uses is decided at export and recorded in `vocab.json` (`graph_builder`).
+
+The builder reads only graphs that `graph_rules` has accepted, and recognizes exactly the
+shape textgen-train writes; anything else returns None and the native graph runs every
+step (always correct, only slower). The graph built here never leaves the process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .artifact import GRAPH_BUILDERS, ModelSpec
+from .graph_rules import IR_VERSION, MS_DOMAIN, MS_OPSET, OPSET
+from .onnx_proto import (
+    ATTR_INT,
+    FLOAT,
+    INT32,
+    INT64,
+    Attribute,
+    Model,
+    Node,
+    encode_model,
+    encode_node,
+    encode_tensor,
+    encode_value_info,
+)
+
+NATIVE, DECOMPOSED = GRAPH_BUILDERS
+# With int8 weights, layers this wide multiply in int8 (DynamicQuantizeMatMul); narrower
+# ones multiply the dequantized weights in float, which measured faster below 256 units
+# (quantizing the activations each step costs more than the smaller product saves).
+INT8_PRODUCT_UNITS = 256
+_RECURRENT = ("RNN", "GRU", "LSTM", "DynamicQuantizeLSTM")
+_ACT_OPS = {b"Relu": "Relu", b"Tanh": "Tanh", b"Sigmoid": "Sigmoid"}
+
+
+def preferred_builder(cell: str, units: int) -> str:
+    """The builder a stateful model of `cell` ("lstm", "gru", "simple") and `units` gets.
+
+    From bench_builders' measurements: decomposed is faster for LSTM and SimpleRNN at every
+    size measured (32-512 units) and for GRU from 128 units; a small GRU's extra elementwise
+    nodes cost more than its one-hot product saves.
+    """
+    if cell == "gru" and units < 128:
+        return NATIVE
+    return DECOMPOSED
+
+
+@dataclass
+class _Layer:
+    op: str  # RNN, GRU or LSTM
+    units: int
+    acts: list[str]
+    w: np.ndarray  # [gates*units, inputs], ONNX gate order
+    r: np.ndarray  # [gates*units, units]
+    b: np.ndarray  # [2*gates*units]: input bias, then recurrent bias
+    h_in: str
+    h_out: str
+    c_in: str = ""
+    c_out: str = ""
+
+
+class _Unknown(Exception):
+    """The graph is not in the form this builder recognizes."""
+
+
+def decompose(model: Model, spec: ModelSpec, precision: str) -> bytes | None:
+    """The serialized step graph for `model` (a checked stateful graph), or None when the
+    graph is not one this builder recognizes."""
+    if not spec.stateful or model.graph is None:
+        return None
+    try:
+        return _Builder(model, spec, precision).build()
+    except _Unknown:
+        return None
+
+
+class _Builder:
+    def __init__(self, model: Model, spec: ModelSpec, precision: str) -> None:
+        assert model.graph is not None
+        self.graph = model.graph
+        self.spec = spec
+        self.int8_weights = precision == "int8"
+        self.int8 = False  # whether the layer being written multiplies in int8
+        self.consts: dict[str, np.ndarray] = {}
+        for t in self.graph.initializers:
+            self.consts[t.name] = t.array()
+        self.producer: dict[str, Node] = {o: n for n in self.graph.nodes for o in n.outputs if o}
+        for node in self.graph.nodes:
+            if node.op_type == "DequantizeLinear" and all(i in self.consts for i in node.inputs):
+                self.consts[node.outputs[0]] = _dequantize(node, self.consts)
+        self.nodes: list[bytes] = []
+        self.inits: list[bytes] = []
+
+    # --- reading the native graph -------------------------------------------------------
+
+    def const(self, name: str) -> np.ndarray:
+        if name not in self.consts:
+            raise _Unknown(name)
+        return self.consts[name].astype(np.float32)
+
+    def made_by(self, name: str, op: str) -> Node:
+        node = self.producer.get(name)
+        if node is None or node.op_type != op:
+            raise _Unknown(name)
+        return node
+
+    def layers(self) -> list[_Layer]:
+        cells = [n for n in self.graph.nodes if n.op_type in _RECURRENT]
+        consumers: dict[str, list[Node]] = {}
+        for node in self.graph.nodes:
+            for i in node.inputs:
+                consumers.setdefault(i, []).append(node)
+        layers = []
+        for k, node in enumerate(cells):
+            ins = list(node.inputs) + [""] * (12 - len(node.inputs))
+            op = "LSTM" if node.op_type == "DynamicQuantizeLSTM" else node.op_type
+            attrs = {a.name: Attribute.value(a) for a in node.attributes}
+            acts = [_ACT_OPS.get(bytes(s), "") for s in attrs.get("activations", [])]
+            if "" in acts or attrs.get("linear_before_reset", 1) != 1:
+                raise _Unknown(node.name)
+            if node.op_type == "DynamicQuantizeLSTM":
+                w = _scaled(self.const(ins[1]), self.const(ins[8]), self.const(ins[9]))
+                r = _scaled(self.const(ins[2]), self.const(ins[10]), self.const(ins[11]))
+            else:
+                w, r = self.const(ins[1])[0], self.const(ins[2])[0]
+            units = int(attrs["hidden_size"])  # type: ignore[arg-type]
+            gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[op]
+            b = self.const(ins[3])[0] if ins[3] else np.zeros(2 * gates * units, np.float32)
+            if k == 0:
+                # x0 = Gather(one-hot table, Transpose(char_ids)): fold the table into W.
+                gather = self.made_by(ins[0], "Gather")
+                self.made_by(gather.inputs[1], "Transpose")
+                table = self.const(gather.inputs[0])
+                diag = np.diagonal(table)
+                if table.shape != (len(diag), len(diag)) or np.count_nonzero(
+                    table
+                ) != np.count_nonzero(diag):
+                    raise _Unknown("one-hot table")
+                w = w * diag[None, :]
+            elif self.made_by(ins[0], "Squeeze").inputs[0] != cells[k - 1].outputs[0]:
+                raise _Unknown(node.name)
+            layer = _Layer(
+                op, units, acts, w, r, b, *self.state(ins[5], node.outputs[1], consumers)
+            )
+            if op == "LSTM":
+                layer.c_in, layer.c_out = self.state(ins[6], node.outputs[2], consumers)
+            if w.shape != (gates * units, w.shape[1]) or r.shape != (gates * units, units):
+                raise _Unknown(node.name)
+            layers.append(layer)
+        if not layers:
+            raise _Unknown("no recurrent layer")
+        return layers
+
+    def state(self, initial: str, final: str, consumers: dict[str, list[Node]]) -> tuple[str, str]:
+        """The graph input feeding a layer's initial state and the output of its final one."""
+        source = self.made_by(initial, "Unsqueeze").inputs[0]
+        squeezes = [n for n in consumers.get(final, []) if n.op_type == "Squeeze"]
+        if len(squeezes) != 1:
+            raise _Unknown(final)
+        return source, squeezes[0].outputs[0]
+
+    def head(self, hidden: str) -> list[Node]:
+        """The nodes downstream of the last layer's output (Identity, Gemm or its int8 form,
+        Softmax, ArgMax), copied as they are, with the constants they read."""
+        reached, nodes = {hidden}, []
+        for node in self.graph.nodes:
+            if any(i in reached for i in node.inputs):
+                nodes.append(node)
+                reached.update(node.outputs)
+        for node in nodes:
+            for name in node.inputs:
+                if name and name not in reached:
+                    self.copy_const(name)
+        return nodes
+
+    def copy_const(self, name: str) -> None:
+        node = self.producer.get(name)
+        if node is None:
+            if name not in self.consts:
+                raise _Unknown(name)
+            self.inits.append(encode_tensor(name, self.consts[name]))
+        elif node.op_type == "DequantizeLinear":
+            for i in node.inputs:
+                self.copy_const(i)
+            self.nodes.append(_copy(node))
+        else:
+            raise _Unknown(name)
+
+    # --- writing the step graph ---------------------------------------------------------
+
+    def add(self, name: str, array: np.ndarray) -> str:
+        self.inits.append(encode_tensor(name, array))
+        return name
+
+    def node(self, op: str, inputs: list[str], outputs: list[str], **ints: int) -> None:
+        attrs = [Attribute(name=k, type=ATTR_INT, i=v) for k, v in ints.items()]
+        domain = MS_DOMAIN if op == "DynamicQuantizeMatMul" else ""
+        self.nodes.append(
+            encode_node(op, inputs, outputs, name=outputs[0], domain=domain, attributes=attrs)
+        )
+
+    def product(self, x: str, weight: np.ndarray, addend: str, out: str) -> None:
+        """out = x @ weight + addend (addend: a tensor of the graph, or a bias constant)."""
+        if self.int8:
+            q, scale = _quantize(weight)
+            zero = np.zeros_like(scale, dtype=np.int8)
+            ins = [x, self.add(f"{out}_q", q), self.add(f"{out}_s", scale)]
+            ins.append(self.add(f"{out}_z", zero))
+            self.node("DynamicQuantizeMatMul", ins, [f"{out}_mm"])
+            self.node("Add", [f"{out}_mm", addend], [out])
+        else:
+            self.node("Gemm", [x, self.add(f"{out}_w", weight), addend], [out])
+
+    def split(self, x: str, sizes: list[int], outs: list[str]) -> None:
+        self.node(
+            "Split", [x, self.add(f"{outs[0]}_sizes", np.array(sizes, np.int64))], outs, axis=1
+        )
+
+    def layer(self, k: int, layer: _Layer, x: str) -> str:
+        """Emit layer k reading `x` (ids for layer 0, else the layer below's h)."""
+        u, p = layer.units, f"l{k}"
+        gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[layer.op]
+        w_b, r_b = layer.b[: gates * u], layer.b[gates * u :]
+        # Gate columns in the order the arithmetic below reads them.
+        order = [0, 2, 1, 3] if layer.op == "LSTM" else list(range(gates))  # i o f c -> i f o c
+        w = _columns(layer.w.T, order, gates)
+        r = _columns(layer.r.T, order, gates)
+        folded = _columns((w_b + r_b)[None], order, gates)[0]
+        input_bias = folded if layer.op != "GRU" else w_b  # a GRU keeps R's bias apart
+        if k == 0:
+            self.node("Gather", [self.add(f"{p}_table", w + input_bias[None]), x], [f"{p}_x"])
+        else:
+            self.product(x, w, self.add(f"{p}_b", input_bias), f"{p}_x")
+        act = layer.acts
+        if layer.op == "RNN":
+            self.product(layer.h_in, r, f"{p}_x", f"{p}_z")
+            self.node(act[0], [f"{p}_z"], [layer.h_out])
+        elif layer.op == "LSTM":
+            self.product(layer.h_in, r, f"{p}_x", f"{p}_z")
+            self.split(f"{p}_z", [3 * u, u], [f"{p}_ifo", f"{p}_g"])
+            self.node(act[0], [f"{p}_ifo"], [f"{p}_ifo_a"])
+            self.node(act[1], [f"{p}_g"], [f"{p}_g_a"])
+            self.split(f"{p}_ifo_a", [u, u, u], [f"{p}_i", f"{p}_f", f"{p}_o"])
+            self.node("Mul", [f"{p}_f", layer.c_in], [f"{p}_fc"])
+            self.node("Mul", [f"{p}_i", f"{p}_g_a"], [f"{p}_ig"])
+            self.node("Add", [f"{p}_fc", f"{p}_ig"], [layer.c_out])
+            self.node(act[2], [layer.c_out], [f"{p}_c_a"])
+            self.node("Mul", [f"{p}_o", f"{p}_c_a"], [layer.h_out])
+        else:  # GRU, linear_before_reset: h~ = g(x_h + r * (h R_h + Rb_h))
+            self.product(layer.h_in, r, self.add(f"{p}_rb", r_b), f"{p}_hr")
+            self.split(f"{p}_x", [2 * u, u], [f"{p}_xzr", f"{p}_xh"])
+            self.split(f"{p}_hr", [2 * u, u], [f"{p}_hzr", f"{p}_hh"])
+            self.node("Add", [f"{p}_xzr", f"{p}_hzr"], [f"{p}_zr_in"])
+            self.node(act[0], [f"{p}_zr_in"], [f"{p}_zr"])
+            self.split(f"{p}_zr", [u, u], [f"{p}_z", f"{p}_r"])
+            self.node("Mul", [f"{p}_r", f"{p}_hh"], [f"{p}_rh"])
+            self.node("Add", [f"{p}_xh", f"{p}_rh"], [f"{p}_n_in"])
+            self.node(act[1], [f"{p}_n_in"], [f"{p}_n"])
+            # (1 - z) * n + z * h, written as n + z * (h - n)
+            self.node("Sub", [layer.h_in, f"{p}_n"], [f"{p}_d"])
+            self.node("Mul", [f"{p}_z", f"{p}_d"], [f"{p}_zd"])
+            self.node("Add", [f"{p}_n", f"{p}_zd"], [layer.h_out])
+        return layer.h_out
+
+    def build(self) -> bytes:
+        spec = self.spec
+        layers = self.layers()
+        head = self.head(layers[-1].h_out)
+        names = {n for n in (spec.output.name, spec.next.name)}
+        if not names <= {o for n in head for o in n.outputs}:
+            raise _Unknown("head")
+        wanted = [(s.input, s.output) for s in spec.states]
+        found = [(x.h_in, x.h_out) for x in layers]
+        found = [
+            p for x, hp in zip(layers, found, strict=True) for p in [hp, (x.c_in, x.c_out)] if p[0]
+        ]
+        if found != wanted:
+            raise _Unknown("states")
+        copied = self.nodes  # DequantizeLinear nodes of the head's constants come first
+        self.nodes = []
+        ids = f"{spec.input.name}_1d"
+        self.node("Squeeze", [spec.input.name, self.add("axis1", np.array([1], np.int64))], [ids])
+        x = ids
+        for k, layer in enumerate(layers):
+            self.int8 = self.int8_weights and layer.units >= INT8_PRODUCT_UNITS
+            x = self.layer(k, layer, x)
+        nodes = copied + self.nodes + [_copy(n) for n in head]
+        in_type = INT32 if spec.input.dtype == "int32" else INT64
+        inputs = [encode_value_info(spec.input.name, in_type, ["batch", 1])]
+        outputs = [
+            encode_value_info(spec.output.name, FLOAT, ["batch", spec.vocab_size]),
+            encode_value_info(spec.next.name, INT64, ["batch"]),
+        ]
+        for s in spec.states:
+            inputs.append(encode_value_info(s.input, FLOAT, ["batch", s.shape[1]]))
+            outputs.append(encode_value_info(s.output, FLOAT, ["batch", s.shape[1]]))
+        opsets = {"": OPSET, MS_DOMAIN: MS_OPSET} if self.int8_weights else {"": OPSET}
+        return encode_model(
+            nodes, self.inits, inputs, outputs, ir_version=IR_VERSION, opsets=opsets, name="step"
+        )
+
+
+def _copy(node: Node) -> bytes:
+    return encode_node(
+        node.op_type,
+        node.inputs,
+        node.outputs,
+        name=node.name,
+        domain=node.domain,
+        attributes=node.attributes,
+    )
+
+
+def _dequantize(node: Node, consts: dict[str, np.ndarray]) -> np.ndarray:
+    q, scale, zero = (consts[i] for i in node.inputs)
+    axis = 1
+    for a in node.attributes:
+        if a.name == "axis" and a.i is not None:
+            axis = a.i
+    shape = [1] * q.ndim
+    if scale.ndim:
+        shape[axis] = -1
+    diff = q.astype(np.float32) - zero.astype(np.float32).reshape(shape)
+    return diff * scale.astype(np.float32).reshape(shape)
+
+
+def _scaled(q: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.ndarray:
+    """DynamicQuantizeLSTM's [1, in, gates*units] int8 weight as a float [gates*units, in]."""
+    return ((q[0] - zero.reshape(1, -1)) * scale.reshape(1, -1)).T
+
+
+def _columns(a: np.ndarray, order: list[int], gates: int) -> np.ndarray:
+    """`a` [rows, gates*units] with its gate blocks of columns in `order`."""
+    parts = np.split(a, gates, axis=1)
+    return np.ascontiguousarray(np.concatenate([parts[i] for i in order], axis=1), np.float32)
+
+
+def _quantize(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output column, as the exporter's int8 weights already are (a
+    weight read from an int8 file comes back as the same integers)."""
+    peak = np.abs(weight).max(axis=0)
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
+    return q, scale
