@@ -36,6 +36,7 @@ from .onnx_proto import (
     Attribute,
     Model,
     Node,
+    ProtoError,
     encode_model,
     encode_node,
     encode_tensor,
@@ -88,7 +89,9 @@ def decompose(model: Model, spec: ModelSpec, precision: str) -> bytes | None:
         return None
     try:
         return _Builder(model, spec, precision).build()
-    except _Unknown:
+    except (_Unknown, ProtoError, ValueError, IndexError, KeyError):
+        # A graph graph_rules accepted but not in our exporters' exact form (an edited or
+        # fuzzed file): model.onnx itself still runs every step correctly.
         return None
 
 

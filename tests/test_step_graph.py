@@ -1,0 +1,235 @@
+"""Decomposed step graphs (runtime.step_graph): same numbers as the native operators, chosen
+by vocab.json's graph_builder, and a safe fallback to model.onnx for anything else."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from helpers import edit_vocab, reseal
+from onnx import numpy_helper
+
+from runtime import Generator
+from runtime.artifact import MODEL_FILE, StateSpec, TensorSpec
+from runtime.errors import ArtifactError, GenerationSettingsError
+from runtime.loading import session_options
+from runtime.onnx_proto import (
+    encode_model,
+    encode_node,
+    encode_tensor,
+    encode_value_info,
+    parse_model,
+)
+from runtime.step_graph import decompose, preferred_builder
+
+VOCAB = 23
+
+
+def _spec(names: list[tuple[str, str, int]]):
+    from runtime.artifact import ModelSpec
+
+    return ModelSpec(
+        chars=tuple(chr(65 + i) for i in range(VOCAB)),
+        seq_length=10,
+        input=TensorSpec("char_ids", "int32", (None, None)),
+        output=TensorSpec("probs", "float32", (None, VOCAB)),
+        next=TensorSpec("next", "int64", (None,)),
+        model_sha256="0" * 64,
+        mode="stateful",
+        states=tuple(StateSpec(i, o, (None, u)) for i, o, u in names),
+        graph_builder="decomposed",
+    )
+
+
+def _graphs(cell: str, layers: int, units: int):
+    """A stateful Keras model with random (not flat) weights, its native graph and spec."""
+    import keras
+
+    from trainer import onnx_graph
+    from trainer.model import build_model
+
+    keras.utils.set_random_seed(7)
+    model = build_model(
+        VOCAB,
+        10,
+        units=units,
+        cell=cell,
+        activation="relu" if cell == "simple" else "tanh",
+        layers=layers,
+        mode="stateful",
+    )
+    rng = np.random.default_rng(0)
+    for w in model.weights:
+        w.assign(rng.normal(0, 0.4, w.shape).astype(np.float32))
+    native = onnx_graph.build(model, 10, VOCAB, mode="stateful")
+    return native, onnx_graph.quantize_int8(native), _spec(onnx_graph.state_names(model))
+
+
+def _steps(data: bytes, spec, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """probs [T, B, V] and next [T, B] feeding ids [B, T] one character per Run."""
+    session = ort.InferenceSession(data, session_options(1), providers=["CPUExecutionProvider"])
+    state = {s.input: np.zeros((ids.shape[0], s.shape[1]), np.float32) for s in spec.states}
+    names = ["probs", "next", *(s.output for s in spec.states)]
+    probs, picks = [], []
+    for t in range(ids.shape[1]):
+        p, n, *new = session.run(names, {"char_ids": ids[:, t : t + 1], **state})
+        state = {s.input: v for s, v in zip(spec.states, new, strict=True)}
+        probs.append(p)
+        picks.append(n)
+    return np.stack(probs), np.stack(picks)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "simple"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_step_graph_computes_what_the_native_operators_do(cell: str, layers: int) -> None:
+    native, int8, spec = _graphs(cell, layers, units=12)
+    ids = np.random.default_rng(1).integers(0, VOCAB, (3, 30)).astype(np.int32)
+    for precision, data in (("fp32", native), ("int8", int8)):
+        step = decompose(parse_model(data), spec, precision)
+        assert step is not None, precision
+        want_p, want_n = _steps(data, spec, ids)
+        got_p, got_n = _steps(step, spec, ids)
+        # Below 256 units int8 layers multiply the dequantized weights in float, as the
+        # native GRU and RNN do; DynamicQuantizeLSTM rounds its activations to 8 bits.
+        atol = 5e-3 if precision == "int8" and cell == "lstm" else 1e-5
+        assert np.abs(want_p - got_p).max() <= atol
+        assert (want_n == got_n).mean() >= (0.97 if atol > 1e-5 else 1.0)
+
+
+def test_wide_int8_lstm_multiplies_in_int8_like_dynamic_quantize_lstm() -> None:
+    native, int8, spec = _graphs("lstm", 1, units=256)
+    step = decompose(parse_model(int8), spec, "int8")
+    assert step is not None
+    ops = [n.op_type for n in onnx.load_from_string(step).graph.node]
+    assert "DynamicQuantizeMatMul" in ops and "LSTM" not in ops
+    ids = np.random.default_rng(2).integers(0, VOCAB, (2, 20)).astype(np.int32)
+    want_p, want_n = _steps(int8, spec, ids)
+    got_p, got_n = _steps(step, spec, ids)
+    assert np.abs(want_p - got_p).max() <= 1e-4
+    assert (want_n == got_n).all()
+    assert len(step) < 0.5 * len(native)  # the recurrent matrix stays int8 in memory too
+
+
+def test_the_builder_rule() -> None:
+    assert preferred_builder("lstm", 32) == "decomposed"
+    assert preferred_builder("simple", 50) == "decomposed"
+    assert preferred_builder("gru", 64) == "native"
+    assert preferred_builder("gru", 256) == "decomposed"
+
+
+@pytest.fixture(scope="module")
+def stateful_models(tmp_path_factory, corpus_file) -> dict[str, Path]:
+    from trainer.train import TrainConfig, train
+
+    out = {}
+    for cell, units in (("lstm", 16), ("gru", 16)):
+        path = tmp_path_factory.mktemp("builders") / cell
+        train(
+            TrainConfig(
+                out_dir=path,
+                corpus=corpus_file,
+                mode="stateful",
+                cell=cell,
+                units=units,
+                seq_length=8,
+                epochs=2,
+                quantize="int8",
+                seed=1,
+            )
+        )
+        out[cell] = path
+    return out
+
+
+def test_export_records_the_builder_and_load_uses_it(stateful_models) -> None:
+    lstm, gru = stateful_models["lstm"], stateful_models["gru"]
+    assert json.loads((lstm / "vocab.json").read_text())["graph_builder"] == "decomposed"
+    assert json.loads((gru / "vocab.json").read_text())["graph_builder"] == "native"
+    fast = Generator.load(lstm)
+    slow = Generator.load(lstm, graph_builder="native")
+    assert (fast.graph_builder, slow.graph_builder) == ("decomposed", "native")
+    prompt = fast.spec.sample_prompt[:5]
+    assert fast.generate(prompt, 60) == slow.generate(prompt, 60)
+    batch = [prompt, prompt[:1], prompt[:3]]
+    assert fast.generate_batch(batch, 20) == slow.generate_batch(batch, 20)
+    a, b = fast.context(prompt), slow.context(prompt)
+    assert [c for c, _ in a.top(3)] == [c for c, _ in b.top(3)]
+    scores = [g.score(prompt * 3).bits_per_char for g in (fast, slow)]
+    assert abs(scores[0] - scores[1]) < 1e-4
+    # int8: the step graph multiplies dequantized weights in float at this width, where
+    # DynamicQuantizeLSTM rounds activations to 8 bits, so the two int8 paths may part on
+    # a near tie; each must agree with itself, batched or not.
+    int8 = Generator.load(lstm, precision="int8")
+    assert int8.graph_builder == "decomposed"
+    texts = int8.generate_batch(batch, 20)
+    assert texts == [int8.generate(p, 20) for p in batch]
+    assert Generator.load(gru).graph_builder == "native"
+    assert Generator.load(gru, graph_builder="decomposed").graph_builder == "decomposed"
+
+
+def test_bad_graph_builder_settings_are_refused(stateful_models, model_copy) -> None:
+    with pytest.raises(GenerationSettingsError, match="graph_builder must be one of"):
+        Generator.load(stateful_models["lstm"], graph_builder="fast")
+    edit_vocab(model_copy, lambda d: d.__setitem__("graph_builder", "decomposed"))
+    with pytest.raises(ArtifactError, match="for stateful models only"):
+        Generator.load(model_copy)
+    edit_vocab(model_copy, lambda d: d.__setitem__("graph_builder", ["native"]))
+    with pytest.raises(ArtifactError, match="graph_builder .* is not one of"):
+        Generator.load(model_copy)
+
+
+def test_a_graph_the_builder_does_not_recognize_runs_natively(
+    stateful_models, tmp_path, caplog
+) -> None:
+    """A vetted graph whose one-hot table is not a one-hot table (it passes graph_rules,
+    which checks shapes) cannot be folded: model.onnx runs every step, with a warning."""
+    model_dir = tmp_path / "m"
+    shutil.copytree(stateful_models["lstm"], model_dir)
+    proto = onnx.load(model_dir / MODEL_FILE)
+    table = next(t for t in proto.graph.initializer if t.name == "one_hot_table")
+    mixed = numpy_helper.to_array(table).copy()
+    mixed[0, 1] = 0.5
+    table.CopyFrom(numpy_helper.from_array(mixed, "one_hot_table"))
+    onnx.save(proto, model_dir / MODEL_FILE)
+    reseal(model_dir)
+    with caplog.at_level(logging.WARNING, logger="runtime.generator"):
+        gen = Generator.load(model_dir)
+    assert gen.graph_builder == "native"
+    assert "generating with model.onnx itself" in caplog.text
+    prompt = gen.spec.sample_prompt[:3]
+    forced = Generator.load(model_dir, graph_builder="native")
+    assert gen.generate(prompt, 20) == forced.generate(prompt, 20)
+
+
+def test_written_protobuf_reads_back() -> None:
+    """The writer's messages parse in our strict reader and in onnx."""
+    arrays = {
+        "f": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "q": np.array([[-127, 0, 127]], np.int8),
+        "i": np.array([1, 2], np.int64),
+    }
+    inits = [encode_tensor(name, a) for name, a in arrays.items()]
+    node = encode_node("MatMul", ["x", "f"], ["y"], name="mm")
+    data = encode_model(
+        [node],
+        inits,
+        [encode_value_info("x", 1, ["batch", 2])],
+        [encode_value_info("y", 1, ["batch", 3])],
+        ir_version=8,
+        opsets={"": 17},
+    )
+    model = parse_model(data)
+    assert model.graph is not None
+    for t in model.graph.initializers:
+        assert np.array_equal(t.array(), arrays[t.name])
+    assert model.graph.inputs[0].shape == ["batch", 2]
+    onnx.checker.check_model(onnx.load_from_string(data))
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    x = np.ones((1, 2), np.float32)
+    assert np.array_equal(session.run(None, {"x": x})[0], x @ arrays["f"])
