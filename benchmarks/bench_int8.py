@@ -1,11 +1,13 @@
 """int8 against fp32 on a model big enough for it to matter: size, held-out agreement, speed.
 
 Usage: python benchmarks/bench_int8.py [--chars 220000] [--units 256] [--seq-length 40]
-                                        [--epochs 1] [--output FILE]
+                                        [--epochs 1] [--cell-steps 300] [--output FILE]
 
-Trains an LSTM on the start of the King James Bible (benchmarks/corpora.py), holding out the
-last 10% of that text, exports fp32 + int8 with `textgen-train export --quantize int8
---corpus HELD_OUT`, and times both precisions per character in this one run. Writes the
+Trains a window LSTM on the start of the King James Bible (benchmarks/corpora.py), holding
+out the last 10% of that text, exports fp32 + int8 with `textgen-train export --quantize int8
+--held-out HELD_OUT`, and times both precisions per character in this one run. Then the same
+for a stateful LSTM, GRU and SimpleRNN of --units each (--cell-steps training steps), whose
+int8 generation runs the decomposed step graph (int8 products from 256 units). Writes the
 "int8" section of BENCHMARKS.md (or --output).
 """
 
@@ -32,6 +34,7 @@ def main() -> None:
     ap.add_argument("--units", type=int, default=256)
     ap.add_argument("--seq-length", type=int, default=40)
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--cell-steps", type=int, default=300)
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
 
@@ -67,6 +70,7 @@ def main() -> None:
             p: median_time(lambda g=g: g.generate_batch([prompt] * 64, 50), 5) / (50 * 64) * 1e6
             for p, g in gens.items()
         }
+        cells = [stateful_row(tmp, cell, args.units, args.cell_steps) for cell in CELLS]
 
     ratio = v["bytes"] / fp32_bytes
     agreement = v["greedy_agreement"]
@@ -89,9 +93,53 @@ def main() -> None:
         f"| µs per character, batch of 64 (aggregate) | {batch_us['fp32']:,.2f} | "
         f"{batch_us['int8']:,.2f} | |",
         "",
-        f"Machine: {machine()}.",
+        f"Every cell, stateful, {args.units} units, trained {args.cell_steps} steps "
+        "(batch 64, chunks of 100) on the same text, agreement on the same held-out text "
+        "(the last character of each held-out window, stepping through it as generation "
+        "does; graph builder as exported):",
+        "",
+        "| cell | builder | fp32 file | int8 file | agreement (held out) | fp32 µs/char "
+        "| int8 µs/char | targets ≤ 40%, ≥ 99% |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
+    for cell, builder, fp32_size, v, cell_us in cells:
+        size = v["bytes"] / fp32_size
+        ok = size <= 0.40 and v["greedy_agreement"] >= 0.99
+        lines.append(
+            f"| {cell} | {builder} | {fp32_size:,} B | {v['bytes']:,} B ({size:.1%}) "
+            f"| {v['greedy_agreement']:.2%} of {v['agreement_windows']:,} "
+            f"| {cell_us['fp32']:.1f} | {cell_us['int8']:.1f} | {'yes' if ok else '**no**'} |"
+        )
+    lines += ["", f"Machine: {machine()}."]
     publish("int8", lines, args.output)
+
+
+CELLS = ("lstm", "gru", "simple")
+
+
+def stateful_row(tmp: Path, cell: str, units: int, steps: int) -> tuple:
+    """Train and export one stateful model with int8; its sizes, agreement and speeds."""
+    out = tmp / f"stateful_{cell}"
+    train(
+        TrainConfig(
+            out_dir=out,
+            corpus=tmp / "train.txt",
+            cell=cell,
+            units=units,
+            seq_length=100,
+            batch_size=64,
+            epochs=1,
+            steps_per_epoch=steps,
+            mode="stateful",
+            seed=0,
+        )
+    )
+    spec = reexport(out, quantize="int8", held_out=tmp / "held_out.txt")
+    gens = {p: Generator.load(out, precision=p, warmup_threads=1) for p in ("fp32", "int8")}
+    prompt, n = spec.sample_prompt, 1000
+    us = {p: median_time(lambda g=g: g.generate(prompt, n), 7) / n * 1e6 for p, g in gens.items()}
+    size = (out / "model.onnx").stat().st_size
+    return cell, spec.graph_builder, size, spec.variants["int8"], us
 
 
 if __name__ == "__main__":

@@ -180,32 +180,32 @@ class _Builder:
             raise _Unknown(final)
         return source, squeezes[0].outputs[0]
 
-    def head(self, hidden: str) -> list[Node]:
-        """The nodes downstream of the last layer's output (Identity, Gemm or its int8 form,
-        Softmax, ArgMax), copied as they are, with the constants they read."""
+    def head(self, hidden: str) -> tuple[np.ndarray, np.ndarray]:
+        """The output layer's weight [units, vocab] and bias, from the nodes after the last
+        layer: Identity, then Gemm (fp32) or quantize_dynamic's MatMulInteger form (int8),
+        then Softmax and ArgMax, which the step graph writes again itself."""
         reached, nodes = {hidden}, []
         for node in self.graph.nodes:
             if any(i in reached for i in node.inputs):
                 nodes.append(node)
                 reached.update(node.outputs)
-        for node in nodes:
-            for name in node.inputs:
-                if name and name not in reached:
-                    self.copy_const(name)
-        return nodes
-
-    def copy_const(self, name: str) -> None:
-        node = self.producer.get(name)
-        if node is None:
-            if name not in self.consts:
-                raise _Unknown(name)
-            self.inits.append(encode_tensor(name, self.consts[name]))
-        elif node.op_type == "DequantizeLinear":
-            for i in node.inputs:
-                self.copy_const(i)
-            self.nodes.append(_copy(node))
-        else:
-            raise _Unknown(name)
+        ops = [n.op_type for n in nodes]
+        outside = [i for n in nodes for i in n.inputs if i and i not in reached]
+        if ops == ["Identity", "Gemm", "Softmax", "ArgMax"] and len(outside) == 2:
+            return self.const(outside[0]), self.const(outside[1])
+        quantized = [
+            "Identity", "DynamicQuantizeLinear", "Mul", "MatMulInteger", "Cast", "Mul", "Add",
+            "Softmax", "ArgMax",
+        ]  # fmt: skip
+        if ops != quantized:
+            raise _Unknown("head")
+        matmul, scales, bias = nodes[3], nodes[2], nodes[6]
+        q, zero = self.const(matmul.inputs[1]), self.const(matmul.inputs[3])
+        scale = [self.const(i) for i in scales.inputs if i not in reached]
+        b = [self.const(i) for i in bias.inputs if i not in reached]
+        if len(scale) != 1 or len(b) != 1:
+            raise _Unknown("head")
+        return (q - zero) * scale[0], b[0]
 
     # --- writing the step graph ---------------------------------------------------------
 
@@ -286,26 +286,24 @@ class _Builder:
     def build(self) -> bytes:
         spec = self.spec
         layers = self.layers()
-        head = self.head(layers[-1].h_out)
-        names = {n for n in (spec.output.name, spec.next.name)}
-        if not names <= {o for n in head for o in n.outputs}:
-            raise _Unknown("head")
+        dense_w, dense_b = self.head(layers[-1].h_out)
         wanted = [(s.input, s.output) for s in spec.states]
-        found = [(x.h_in, x.h_out) for x in layers]
-        found = [
-            p for x, hp in zip(layers, found, strict=True) for p in [hp, (x.c_in, x.c_out)] if p[0]
-        ]
-        if found != wanted:
-            raise _Unknown("states")
-        copied = self.nodes  # DequantizeLinear nodes of the head's constants come first
-        self.nodes = []
+        found = []
+        for x in layers:
+            found += [(x.h_in, x.h_out)] + ([(x.c_in, x.c_out)] if x.c_in else [])
+        if found != wanted or dense_w.shape != (layers[-1].units, spec.vocab_size):
+            raise _Unknown("states or output layer")
         ids = f"{spec.input.name}_1d"
         self.node("Squeeze", [spec.input.name, self.add("axis1", np.array([1], np.int64))], [ids])
         x = ids
         for k, layer in enumerate(layers):
             self.int8 = self.int8_weights and layer.units >= INT8_PRODUCT_UNITS
             x = self.layer(k, layer, x)
-        nodes = copied + self.nodes + [_copy(n) for n in head]
+        # The output layer reads the last layer's units: the same int8-or-float rule.
+        self.product(x, dense_w, self.add("dense_bias", dense_b), "logits")
+        self.node("Softmax", ["logits"], [spec.output.name], axis=-1)
+        # ArgMax over the probabilities, as model.onnx does (the notebook's np.argmax).
+        self.node("ArgMax", [spec.output.name], [spec.next.name], axis=-1, keepdims=0)
         in_type = INT32 if spec.input.dtype == "int32" else INT64
         inputs = [encode_value_info(spec.input.name, in_type, ["batch", 1])]
         outputs = [
@@ -317,19 +315,14 @@ class _Builder:
             outputs.append(encode_value_info(s.output, FLOAT, ["batch", s.shape[1]]))
         opsets = {"": OPSET, MS_DOMAIN: MS_OPSET} if self.int8_weights else {"": OPSET}
         return encode_model(
-            nodes, self.inits, inputs, outputs, ir_version=IR_VERSION, opsets=opsets, name="step"
+            self.nodes,
+            self.inits,
+            inputs,
+            outputs,
+            ir_version=IR_VERSION,
+            opsets=opsets,
+            name="step",
         )
-
-
-def _copy(node: Node) -> bytes:
-    return encode_node(
-        node.op_type,
-        node.inputs,
-        node.outputs,
-        name=node.name,
-        domain=node.domain,
-        attributes=node.attributes,
-    )
 
 
 def _dequantize(node: Node, consts: dict[str, np.ndarray]) -> np.ndarray:

@@ -228,11 +228,13 @@ def train(
 
 
 def _report_variants(spec: ModelSpec) -> None:
+    # A stateful model is compared at every position of its windows, a window model once each.
+    unit = "characters" if spec.stateful else "windows"
     for precision, v in spec.variants.items():
         click.echo(
             f"{precision}: {v['bytes']:,} bytes ({v['size_vs_fp32']:.0%} of fp32), "
             f"greedy next-character agreement with fp32 {v['greedy_agreement']:.2%} "
-            f"on {v['agreement_windows']:,} windows ({v['agreement_on']}); "
+            f"on {v['agreement_windows']:,} {unit} ({v['agreement_on']}); "
             f"use it with --precision {precision}"
         )
 
