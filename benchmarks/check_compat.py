@@ -5,7 +5,8 @@ Usage: python benchmarks/check_compat.py [--versions 1.16.3 1.32.0] [--output FI
 For each onnxruntime version, makes a fresh venv with that release (and NumPy < 2 for
 releases built against NumPy 1), installs this runtime into it without dependencies, and
 generates greedily from: the shipped default model, SimpleRNN / LSTM / GRU models trained
-here (LSTM with its int8 variant), and a stateful LSTM 256 (its threaded warm-up included).
+here (each with its int8 variant), and stateful LSTM 256 and GRU 256 models in fp32 and
+int8 (threaded warm-up and decomposed step graphs included).
 Every output must equal this venv's output, and every hostile model of
 benchmarks/hostile_models.py must be refused with ArtifactError in every release.
 Writes the "compat" section of BENCHMARKS.md (or --output); exits 1 on any difference.
@@ -54,8 +55,8 @@ print(json.dumps(out))
 
 
 def models(tmp: Path) -> list[tuple[str, str]]:
-    """The default model, one trained model per cell (each with its int8 variant), and a
-    stateful LSTM."""
+    """The default model, one trained model per cell (each with its int8 variant), and
+    stateful LSTM and GRU models with theirs."""
     import trainer  # noqa: F401
     from trainer.train import TrainConfig, train
 
@@ -84,21 +85,25 @@ def models(tmp: Path) -> list[tuple[str, str]]:
             )
         )
         cases += [(str(out), "fp32"), (str(out), "int8")]
-    # A step graph big enough that its warm-up session splits each step over threads.
-    out = tmp / "stateful-lstm"
-    train(
-        TrainConfig(
-            out_dir=out,
-            corpus=corpus,
-            cell="lstm",
-            units=256,
-            seq_length=8,
-            epochs=3,
-            seed=1,
-            mode="stateful",
+    # Step graphs big enough that the warm-up session splits each step over threads and
+    # that int8 generation steps multiply in int8 (the decomposed step graph's
+    # DynamicQuantizeMatMul, from 256 units).
+    for cell in ("lstm", "gru"):
+        out = tmp / f"stateful-{cell}"
+        train(
+            TrainConfig(
+                out_dir=out,
+                corpus=corpus,
+                cell=cell,
+                units=256,
+                seq_length=8,
+                epochs=3,
+                seed=1,
+                mode="stateful",
+                quantize="int8",
+            )
         )
-    )
-    cases.append((str(out), "fp32"))
+        cases += [(str(out), "fp32"), (str(out), "int8")]
     return cases
 
 

@@ -491,6 +491,15 @@ def model_card(gen: Generator) -> str:
             f"{s.next.name} {s.next.dtype}{list(s.next.shape)}"
         ),
     ]
+    if s.stateful:
+        lines.append(
+            f"steps run:   {gen.graph_builder} "
+            + (
+                "(a step graph built at load from model.onnx's weights)"
+                if gen.graph_builder == "decomposed"
+                else "(model.onnx)"
+            )
+        )
     for name in (MODEL_FILE, VOCAB_FILE):
         lines.append(f"{name + ':':<13}{(gen.model_dir / name).stat().st_size:,} bytes")
     lines.append(f"sha256:      {s.model_sha256}")

@@ -233,3 +233,14 @@ def test_written_protobuf_reads_back() -> None:
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     x = np.ones((1, 2), np.float32)
     assert np.array_equal(session.run(None, {"x": x})[0], x @ arrays["f"])
+
+
+def test_info_says_how_steps_run(stateful_models) -> None:
+    from click.testing import CliRunner
+
+    from runtime.cli import main
+
+    for cell, builder in (("lstm", "decomposed"), ("gru", "native")):
+        result = CliRunner().invoke(main, ["info", "--model", str(stateful_models[cell])])
+        assert result.exit_code == 0, result.output
+        assert f"steps run:   {builder} " in result.output
