@@ -179,9 +179,12 @@ def main() -> None:
         "model.onnx running every step (native) and with the step graph the runtime builds "
         "from the same weights (decomposed). Greedy generation of "
         f"{n:,} characters after a {len(PROMPT)}-character prompt, one thread, the two "
-        "interleaved. int8: the int8 variant; decomposed layers of "
-        f"{INT8_PRODUCT_UNITS} units or more multiply in int8 (DynamicQuantizeMatMul), "
-        "narrower ones in float over the dequantized weights.",
+        "interleaved. int8: the int8 variant; decomposed LSTM and GRU layers of "
+        f"{INT8_PRODUCT_UNITS['LSTM']} units or more and SimpleRNN layers of "
+        f"{INT8_PRODUCT_UNITS['RNN']} or more multiply in int8 (DynamicQuantizeMatMul), "
+        "others in float over the dequantized weights (whose greedy text can then differ from "
+        "model.onnx's int8: GRU and SimpleRNN run theirs in float, and the output layer "
+        "always runs in float here).",
         "",
         "| cell | units | precision | native µs/char | decomposed µs/char | ratio "
         "| export records | faster here | greedy text identical |",

@@ -71,18 +71,20 @@ def _graphs(cell: str, layers: int, units: int):
     return native, onnx_graph.quantize_int8(native), _spec(onnx_graph.state_names(model))
 
 
-def _steps(data: bytes, spec, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """probs [T, B, V] and next [T, B] feeding ids [B, T] one character per Run."""
+def _steps(data: bytes, spec, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """probs [T, B, V], next [T, B] and the first state [T, B, units], feeding ids [B, T]
+    one character per Run."""
     session = ort.InferenceSession(data, session_options(1), providers=["CPUExecutionProvider"])
     state = {s.input: np.zeros((ids.shape[0], s.shape[1]), np.float32) for s in spec.states}
     names = ["probs", "next", *(s.output for s in spec.states)]
-    probs, picks = [], []
+    probs, picks, states = [], [], []
     for t in range(ids.shape[1]):
         p, n, *new = session.run(names, {"char_ids": ids[:, t : t + 1], **state})
         state = {s.input: v for s, v in zip(spec.states, new, strict=True)}
         probs.append(p)
         picks.append(n)
-    return np.stack(probs), np.stack(picks)
+        states.append(new[0])
+    return np.stack(probs), np.stack(picks), np.stack(states)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "simple"])
@@ -93,8 +95,8 @@ def test_step_graph_computes_what_the_native_operators_do(cell: str, layers: int
     for precision, data in (("fp32", native), ("int8", int8)):
         step = decompose(parse_model(data), spec, precision)
         assert step is not None, precision
-        want_p, want_n = _steps(data, spec, ids)
-        got_p, got_n = _steps(step, spec, ids)
+        want_p, want_n, _ = _steps(data, spec, ids)
+        got_p, got_n, _ = _steps(step, spec, ids)
         # Below 256 units int8 layers multiply the dequantized weights in float, where
         # DynamicQuantizeLSTM and the int8 output layer round activations to 8 bits.
         atol = 5e-3 if precision == "int8" else 1e-5
@@ -103,16 +105,19 @@ def test_step_graph_computes_what_the_native_operators_do(cell: str, layers: int
 
 
 def test_wide_int8_lstm_multiplies_in_int8_like_dynamic_quantize_lstm() -> None:
+    """From 256 units an LSTM's recurrent product is DynamicQuantizeMatMul, whose numbers
+    are DynamicQuantizeLSTM's."""
     native, int8, spec = _graphs("lstm", 1, units=256)
     step = decompose(parse_model(int8), spec, "int8")
     assert step is not None
     ops = [n.op_type for n in onnx.load_from_string(step).graph.node]
     assert "DynamicQuantizeMatMul" in ops and "LSTM" not in ops
     ids = np.random.default_rng(2).integers(0, VOCAB, (2, 20)).astype(np.int32)
-    want_p, want_n = _steps(int8, spec, ids)
-    got_p, got_n = _steps(step, spec, ids)
-    assert np.abs(want_p - got_p).max() <= 1e-4
-    assert (want_n == got_n).all()
+    want_p, _, want_h = _steps(int8, spec, ids)
+    got_p, _, got_h = _steps(step, spec, ids)
+    # The recurrent product rounds like DynamicQuantizeLSTM; the output layer runs in float.
+    assert np.abs(want_h - got_h).max() <= 1e-4
+    assert np.abs(want_p - got_p).max() <= 2e-2
     assert len(step) < 0.5 * len(native)  # the recurrent matrix stays int8 in memory too
 
 
