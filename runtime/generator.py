@@ -115,6 +115,11 @@ class Generator:
             )
         spec, data, model_path = read_model(path, precision, max_model_bytes)
         model_dir = model_path.parent
+        if graph_builder == "decomposed" and not spec.stateful:
+            raise GenerationSettingsError(
+                "graph_builder 'decomposed' is for stateful models; this is a window model, "
+                "which always runs model.onnx"
+            )
         opts = session_options(threads, memory_arena=memory_arena)
         session = make_session(data, opts, model_path)
         step = None

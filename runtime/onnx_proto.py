@@ -438,13 +438,22 @@ def _int_field(tag: int, value: int) -> bytes:
     return _key(tag, 0) + encode_varint(value)
 
 
-def encode_tensor(name: str, array: np.ndarray) -> bytes:
+# A message as the pieces that make it up: weights stay in their arrays until encode_model
+# joins everything once (a model of a few MB would otherwise be copied at every level).
+Parts = list[bytes | memoryview]
+
+
+def _parts_field(tag: int, parts: Parts) -> Parts:
+    return [_key(tag, 2), encode_varint(sum(len(p) for p in parts)), *parts]
+
+
+def encode_tensor(name: str, array: np.ndarray) -> Parts:
     """A TensorProto holding `array` (one of DTYPES) as raw little-endian data."""
     codes = {np.dtype(t): code for code, t in DTYPES.items()}
-    array = np.ascontiguousarray(array)
-    out = b"".join(_int_field(1, d) for d in array.shape)
-    out += _int_field(2, codes[array.dtype]) + _bytes_field(8, name.encode())
-    return out + _bytes_field(9, array.astype(array.dtype.newbyteorder("<")).tobytes())
+    data = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
+    head = b"".join(_int_field(1, d) for d in array.shape)
+    head += _int_field(2, codes[array.dtype]) + _bytes_field(8, name.encode())
+    return [head, *_parts_field(9, [memoryview(data).cast("B")])]
 
 
 def encode_node(
@@ -490,7 +499,7 @@ def encode_value_info(name: str, elem_type: int, shape: list[int | str]) -> byte
 
 def encode_model(
     nodes: list[bytes],
-    initializers: list[bytes],
+    initializers: list[Parts],
     inputs: list[bytes],
     outputs: list[bytes],
     *,
@@ -499,15 +508,15 @@ def encode_model(
     name: str = "graph",
 ) -> bytes:
     """A ModelProto from encoded nodes, initializers and value infos."""
-    graph = b"".join(_bytes_field(1, n) for n in nodes) + _bytes_field(2, name.encode())
-    graph += b"".join(_bytes_field(5, t) for t in initializers)
-    graph += b"".join(_bytes_field(11, v) for v in inputs)
-    graph += b"".join(_bytes_field(12, v) for v in outputs)
-    out = _int_field(1, ir_version) + _bytes_field(2, b"rnn-textgen")
-    out += _bytes_field(7, graph)
+    graph: Parts = [_bytes_field(1, n) for n in nodes] + [_bytes_field(2, name.encode())]
+    for t in initializers:
+        graph += _parts_field(5, t)
+    graph += [_bytes_field(11, v) for v in inputs] + [_bytes_field(12, v) for v in outputs]
+    out: Parts = [_int_field(1, ir_version), _bytes_field(2, b"rnn-textgen")]
+    out += _parts_field(7, graph)
     for domain, version in opsets.items():
-        out += _bytes_field(8, _bytes_field(1, domain.encode()) + _int_field(2, version))
-    return out
+        out.append(_bytes_field(8, _bytes_field(1, domain.encode()) + _int_field(2, version)))
+    return b"".join(out)
 
 
 def _count_varints(buf: memoryview, where: str) -> int:

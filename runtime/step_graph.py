@@ -11,9 +11,11 @@ i, f and o. With int8 weights the recurrent product is onnxruntime's
 `DynamicQuantizeMatMul` (int8 weights, activations quantized per step, as LiteRT's
 dynamic-range kernels do).
 
-Measured (`benchmarks/bench_builders.py`): 0.7-0.9x the native operator's time per step
-for LSTM and SimpleRNN at every size, and for GRU from 128 units; which builder a model
-uses is decided at export and recorded in `vocab.json` (`graph_builder`).
+Measured (`benchmarks/bench_builders.py`, time per generated character against the native
+operator on the same weights): LSTM 0.81-0.95x, SimpleRNN 0.67-0.79x at 32 to 512 units;
+GRU 0.45-0.99x from 128 units but 1.03-1.16x below, where its extra elementwise nodes cost
+more than the one-hot product saves. Which builder a model uses is decided at export
+(`preferred_builder`) and recorded in `vocab.json` (`graph_builder`).
 
 The builder reads only graphs that `graph_rules` has accepted, and recognizes exactly the
 shape textgen-train writes; anything else returns None and the native graph runs every
@@ -36,6 +38,7 @@ from .onnx_proto import (
     Attribute,
     Model,
     Node,
+    Parts,
     ProtoError,
     encode_model,
     encode_node,
@@ -59,8 +62,7 @@ def preferred_builder(cell: str, units: int) -> str:
     """The builder a stateful model of `cell` ("lstm", "gru", "simple") and `units` gets.
 
     From bench_builders' measurements: decomposed is faster for LSTM and SimpleRNN at every
-    size measured (32-512 units) and for GRU from 128 units; a small GRU's extra elementwise
-    nodes cost more than its one-hot product saves.
+    size measured (32-512 units) and for GRU from 128 units.
     """
     if cell == "gru" and units < 128:
         return NATIVE
@@ -113,14 +115,14 @@ class _Builder:
             if node.op_type == "DequantizeLinear" and all(i in self.consts for i in node.inputs):
                 self.consts[node.outputs[0]] = _dequantize(node, self.consts)
         self.nodes: list[bytes] = []
-        self.inits: list[bytes] = []
+        self.inits: list[Parts] = []
 
     # --- reading the native graph -------------------------------------------------------
 
     def const(self, name: str) -> np.ndarray:
         if name not in self.consts:
             raise _Unknown(name)
-        return self.consts[name].astype(np.float32)
+        return self.consts[name].astype(np.float32, copy=False)
 
     def made_by(self, name: str, op: str) -> Node:
         node = self.producer.get(name)

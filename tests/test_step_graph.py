@@ -181,6 +181,9 @@ def test_export_records_the_builder_and_load_uses_it(stateful_models) -> None:
 def test_bad_graph_builder_settings_are_refused(stateful_models, model_copy) -> None:
     with pytest.raises(GenerationSettingsError, match="graph_builder must be one of"):
         Generator.load(stateful_models["lstm"], graph_builder="fast")
+    with pytest.raises(GenerationSettingsError, match="for stateful models"):
+        Generator.load(model_copy, graph_builder="decomposed")
+    assert Generator.load(model_copy, graph_builder="native").graph_builder == "native"
     edit_vocab(model_copy, lambda d: d.__setitem__("graph_builder", "decomposed"))
     with pytest.raises(ArtifactError, match="for stateful models only"):
         Generator.load(model_copy)
