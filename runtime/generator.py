@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import cycle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -426,11 +427,19 @@ class Generator:
             )
             for a, b in ((here, there), (there, here))
         ]
-        turn = [0]
+        # Alternates the two bindings. The cycle holds the BoundRun objects themselves, not
+        # just their run methods: they own the state buffers onnxruntime writes into.
+        step = cycle(runs).__next__
+        if batch == 1 and pick is None:  # one greedy stream: scalar indexing is cheapest
+
+            def advance() -> None:
+                step().run()
+                char[0, 0] = nxt[0]
+
+            return advance
 
         def advance() -> None:
-            runs[turn[0]].run()
-            turn[0] ^= 1
+            step().run()
             if pick is not None:
                 pick()
             char[:, 0] = nxt
