@@ -111,12 +111,18 @@ def make_step_session(
     spec: ModelSpec, data: bytes, precision: str, opts: ort.SessionOptions, model_path: Path
 ) -> ort.InferenceSession | None:
     """A session over the decomposed step graph of a stateful model's vetted bytes, or None
-    when `runtime.step_graph` does not recognize the graph (model.onnx then runs every step)."""
+    when `runtime.step_graph` does not recognize the graph or onnxruntime refuses what it
+    built (model.onnx then runs every step)."""
     from .onnx_proto import parse_model
     from .step_graph import decompose
 
     step = decompose(parse_model(data), spec, precision)
-    return None if step is None else make_session(step, opts, model_path)
+    if step is None:
+        return None
+    try:
+        return make_session(step, opts, model_path)
+    except ArtifactError:  # model.onnx itself loaded; it can run the steps too
+        return None
 
 
 def first_line(exc: BaseException) -> str:
