@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,3 +26,10 @@ def reseal(model_dir: Path) -> None:
     """Make vocab.json's sha256 match whatever model.onnx now holds."""
     digest = hashlib.sha256((model_dir / MODEL_FILE).read_bytes()).hexdigest()
     edit_vocab(model_dir, lambda d: d.__setitem__("model_sha256", digest))
+
+
+def default_sigint() -> None:
+    """preexec_fn for a child that a test interrupts with SIGINT: a shell without job control
+    starts background jobs with SIGINT ignored and children inherit that, so a Ctrl-C test
+    run from such a job would test nothing; give the child a terminal user's disposition."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, edit_vocab
+from helpers import REPO, default_sigint, edit_vocab
 
 from runtime import Generator
 from runtime.artifact import MODEL_FILE
@@ -175,6 +175,7 @@ def test_ctrl_c_is_exit_130_on_every_path(tmp_path: Path, args: list[str]) -> No
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=ENV,
+        preexec_fn=default_sigint,
     )
     time.sleep(3.0)
     assert proc.poll() is None

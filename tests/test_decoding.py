@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import default_sigint
 
 from runtime import GenerationOptions, GenerationSettingsError, Generator
 from runtime.cli import main
@@ -217,6 +218,7 @@ def test_ctrl_c_ends_cleanly_with_what_was_produced() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import default_sigint
 
 from runtime import Generator
 from runtime.artifact import MODEL_FILE, VOCAB_FILE, ModelSpec
@@ -147,6 +148,7 @@ def _start(args: list[str]) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        preexec_fn=default_sigint,
     )
 
 
