@@ -6,7 +6,8 @@ The output directory starts with a complete model. Each trial retrains over it w
 `--force` and is killed after a random delay spanning training, export and publishing.
 After each kill the directory must hold a complete, loadable artifact set, either the one
 before the trial or a new one (never a mix, never a partial file); if a checkpoint
-survived, `--resume` must finish the run and publish a loadable model. Writes the
+survived, `--resume` must finish the run and publish a loadable model (killed before its
+first checkpoint, `--resume` must refuse in one line and change nothing). Writes the
 "crash safety" section of BENCHMARKS.md (or --output); tests/test_crash_safety.py runs a
 few trials of the same code.
 """
@@ -93,6 +94,8 @@ def run_trials(
 ) -> dict[str, object]:
     """`trials` kills of a retraining over `out` (default: workdir/model; a symlink to a
     directory or a mount point work the same way)."""
+    from trainer.state import latest_checkpoint
+
     rng = random.Random(seed)
     corpus = workdir / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
@@ -108,6 +111,7 @@ def run_trials(
         "old_set": 0,
         "new_set": 0,
         "resumed": 0,
+        "nothing_to_resume": 0,
         "resume_failures": 0,
         "problems": [],
         "run_seconds": round(full, 1),
@@ -129,14 +133,17 @@ def run_trials(
         else:
             results["new_set"] += 1
         if (out / ".train-state").is_dir():
+            # Killed before its first epoch ended, a run has no checkpoint: --resume must
+            # then refuse in one line and leave the set alone; with one, it must finish.
+            resumable = latest_checkpoint(out) is not None
             resumed = _cli("--out", str(out), "--resume", "--quiet")
-            if resumed.wait() == 0 and consistent(out) is None:
-                results["resumed"] += 1
+            code, said = resumed.wait(), resumed.stdout.read()
+            refused = not resumable and code != 0 and "nothing to resume" in said
+            if consistent(out) is None and ((resumable and code == 0) or refused):
+                results["resumed" if resumable else "nothing_to_resume"] += 1
             else:
                 results["resume_failures"] += 1
-                results["problems"].append(
-                    f"trial {trial}: resume failed: {resumed.stdout.read()[-300:]}"
-                )
+                results["problems"].append(f"trial {trial}: resume failed: {said[-300:]}")
     return results
 
 
@@ -178,6 +185,8 @@ def main() -> None:
         f"| … left the previous complete set | {r['old_set']} | |",
         f"| … left the new complete set | {r['new_set']} | |",
         f"| interrupted runs finished with `--resume` | {r['resumed']} | |",
+        f"| killed before the first checkpoint: `--resume` refused in one line "
+        f"| {r['nothing_to_resume']} | |",
         f"| `--resume` failures | {r['resume_failures']} | 0 |",
         "",
         "The same trials with `--out` pointing elsewhere than a plain directory:",
