@@ -114,7 +114,7 @@ class Generator:
             raise GenerationSettingsError(
                 f"graph_builder must be one of {', '.join(GRAPH_BUILDERS)}, got {graph_builder!r}"
             )
-        spec, data, model_path = read_model(path, precision, max_model_bytes)
+        spec, data, model_path, model = read_model(path, precision, max_model_bytes)
         model_dir = model_path.parent
         if graph_builder == "decomposed" and not spec.stateful:
             raise GenerationSettingsError(
@@ -125,7 +125,7 @@ class Generator:
         session = make_session(data, opts, model_path)
         step = None
         if spec.stateful and (graph_builder or spec.graph_builder) == "decomposed":
-            step = make_step_session(spec, data, precision, opts, model_path)
+            step = make_step_session(spec, model, precision, opts, model_path)
             if step is None:
                 log.warning(
                     "%s: not in the form the decomposed step builder reads; generating "

@@ -282,7 +282,7 @@ def _dequantize_linear(node: Node, ins: list[Value | None]) -> list[Value | None
 
 
 # Gates per cell: an ONNX RNN has 1, a GRU 3, an LSTM 4.
-_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4, "DynamicQuantizeLSTM": 4}
+GATES = {"RNN": 1, "GRU": 3, "LSTM": 4, "DynamicQuantizeLSTM": 4}
 _ACTIVATION_COUNT = {"RNN": 1, "GRU": 2, "LSTM": 3, "DynamicQuantizeLSTM": 3}
 
 
@@ -307,7 +307,7 @@ def _recurrent(node: Node, ins: list[Value | None]) -> list[Value | None]:
         raise _fail(f"{op} {node.name!r} has the wrong inputs")
     ins = ins + [None] * (slots - len(ins))
     x, w, r, b, seq_lens, h0 = ins[:6]
-    gates = _GATES[op] * hidden
+    gates = GATES[op] * hidden
     _need(x, FLOAT, 3, f"{op} {node.name!r} input")
     if seq_lens is not None:
         raise _fail(f"{op} {node.name!r} must not take sequence lengths")
@@ -494,11 +494,14 @@ def _check_outputs(model: Model, spec: ModelSpec, values: dict[str, Value]) -> N
             raise GraphMismatchError(f"graph output {name!r} is {shown}, not {_describe(want)}")
 
 
-def vet_model(data: bytes, spec: ModelSpec, precision: str) -> None:
-    """Parse and check model bytes; GraphRuleError or ProtoError says what is wrong."""
+def vet_model(data: bytes, spec: ModelSpec, precision: str) -> Model:
+    """Parse and check model bytes, returning the parsed model; GraphRuleError or
+    ProtoError says what is wrong."""
     from .onnx_proto import parse_model
 
-    check_model(parse_model(data), spec, precision)
+    model = parse_model(data)
+    check_model(model, spec, precision)
+    return model
 
 
 __all__ = [

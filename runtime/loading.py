@@ -18,6 +18,7 @@ import onnxruntime as ort
 from .artifact import ModelSpec, default_model_dir, read_capped
 from .errors import ArtifactError, ModelNotFoundError
 from .graph_rules import GraphMismatchError, GraphRuleError, ProtoError, vet_model
+from .onnx_proto import Model
 
 # Far above any character model (an LSTM 1024 x 3 is about 100 MB); a cap on what a hostile
 # or mistaken file can make the runtime read and hash.
@@ -66,8 +67,9 @@ def default_warmup_threads() -> int:
 
 def read_model(
     path: str | Path | None, precision: str, max_model_bytes: int = MAX_MODEL_BYTES
-) -> tuple[ModelSpec, bytes, Path]:
-    """vocab.json's spec, and the vetted bytes and path of the graph for `precision`."""
+) -> tuple[ModelSpec, bytes, Path, Model]:
+    """vocab.json's spec, and the vetted bytes, path and parsed form of the graph for
+    `precision`."""
     model_dir = Path(path) if path is not None else default_model_dir()
     if not _is_dir(model_dir):
         raise ModelNotFoundError(
@@ -85,7 +87,7 @@ def read_model(
             "from another export); copy both files from the same export"
         )
     try:
-        vet_model(data, spec, precision)
+        model = vet_model(data, spec, precision)
     except GraphMismatchError as exc:
         raise ArtifactError(
             f"{model_path} does not match vocab.json: {exc}; copy both files from the same export"
@@ -95,7 +97,7 @@ def read_model(
             f"{model_path} is not a graph textgen-train writes ({exc}); refusing to load "
             "it: re-export the model with textgen-train export"
         ) from None
-    return spec, data, model_path
+    return spec, data, model_path, model
 
 
 def make_session(data: bytes, opts: ort.SessionOptions, model_path: Path) -> ort.InferenceSession:
@@ -108,15 +110,14 @@ def make_session(data: bytes, opts: ort.SessionOptions, model_path: Path) -> ort
 
 
 def make_step_session(
-    spec: ModelSpec, data: bytes, precision: str, opts: ort.SessionOptions, model_path: Path
+    spec: ModelSpec, model: Model, precision: str, opts: ort.SessionOptions, model_path: Path
 ) -> ort.InferenceSession | None:
-    """A session over the decomposed step graph of a stateful model's vetted bytes, or None
+    """A session over the decomposed step graph of a stateful model's vetted graph, or None
     when `runtime.step_graph` does not recognize the graph or onnxruntime refuses what it
     built (model.onnx then runs every step)."""
-    from .onnx_proto import parse_model
     from .step_graph import decompose
 
-    step = decompose(parse_model(data), spec, precision)
+    step = decompose(model, spec, precision)
     if step is None:
         return None
     try:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .artifact import GRAPH_BUILDERS, ModelSpec
-from .graph_rules import IR_VERSION, MS_DOMAIN, MS_OPSET, OPSET
+from .graph_rules import ACTIVATIONS, GATES, IR_VERSION, MS_DOMAIN, MS_OPSET, OPSET
 from .onnx_proto import (
     ATTR_INT,
     FLOAT,
@@ -55,7 +55,7 @@ NATIVE, DECOMPOSED = GRAPH_BUILDERS
 # float: its product is small, and rounding the logits' input cost agreement.
 INT8_PRODUCT_UNITS = {"LSTM": 256, "GRU": 256, "RNN": 512}
 _RECURRENT = ("RNN", "GRU", "LSTM", "DynamicQuantizeLSTM")
-_ACT_OPS = {b"Relu": "Relu", b"Tanh": "Tanh", b"Sigmoid": "Sigmoid"}
+_ACT_OPS = {op.encode(): op for op in ACTIVATIONS.values()}  # attribute bytes -> op
 
 
 def preferred_builder(cell: str, units: int) -> str:
@@ -106,7 +106,6 @@ class _Builder:
         self.graph = model.graph
         self.spec = spec
         self.int8_weights = precision == "int8"
-        self.int8 = False  # whether the layer being written multiplies in int8
         self.consts: dict[str, np.ndarray] = {}
         for t in self.graph.initializers:
             self.consts[t.name] = t.array()
@@ -150,7 +149,7 @@ class _Builder:
             else:
                 w, r = self.const(ins[1])[0], self.const(ins[2])[0]
             units = int(attrs["hidden_size"])  # type: ignore[arg-type]
-            gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[op]
+            gates = GATES[op]
             b = self.const(ins[3])[0] if ins[3] else np.zeros(2 * gates * units, np.float32)
             if k == 0:
                 # x0 = Gather(one-hot table, Transpose(char_ids)): fold the table into W.
@@ -225,10 +224,11 @@ class _Builder:
             encode_node(op, inputs, outputs, name=outputs[0], domain=domain, attributes=attrs)
         )
 
-    def product(self, x: str, weight: np.ndarray, addend: str, out: str) -> None:
-        """out = x @ weight + addend (addend: a tensor of the graph, or a bias constant)."""
-        if self.int8:
-            q, scale = _quantize(weight)
+    def product(self, x: str, weight: np.ndarray, addend: str, out: str, int8: bool) -> None:
+        """out = x @ weight + addend (addend: a tensor of the graph, or a bias constant),
+        multiplied in int8 (weights quantized per output column) or in float."""
+        if int8:
+            q, scale = symmetric_int8(weight, axis=1)
             zero = np.zeros_like(scale, dtype=np.int8)
             ins = [x, self.add(f"{out}_q", q), self.add(f"{out}_s", scale)]
             ins.append(self.add(f"{out}_z", zero))
@@ -245,24 +245,25 @@ class _Builder:
     def layer(self, k: int, layer: _Layer, x: str) -> str:
         """Emit layer k reading `x` (ids for layer 0, else the layer below's h)."""
         u, p = layer.units, f"l{k}"
-        gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[layer.op]
+        int8 = self.int8_weights and u >= INT8_PRODUCT_UNITS[layer.op]
+        gates = GATES[layer.op]
         w_b, r_b = layer.b[: gates * u], layer.b[gates * u :]
         # Gate columns in the order the arithmetic below reads them.
         order = [0, 2, 1, 3] if layer.op == "LSTM" else list(range(gates))  # i o f c -> i f o c
-        w = _columns(layer.w.T, order, gates)
-        r = _columns(layer.r.T, order, gates)
-        folded = _columns((w_b + r_b)[None], order, gates)[0]
+        w = reorder_gates(layer.w.T, order, gates)
+        r = reorder_gates(layer.r.T, order, gates)
+        folded = reorder_gates(w_b + r_b, order, gates)
         input_bias = folded if layer.op != "GRU" else w_b  # a GRU keeps R's bias apart
         if k == 0:
             self.node("Gather", [self.add(f"{p}_table", w + input_bias[None]), x], [f"{p}_x"])
         else:
-            self.product(x, w, self.add(f"{p}_b", input_bias), f"{p}_x")
+            self.product(x, w, self.add(f"{p}_b", input_bias), f"{p}_x", int8)
         act = layer.acts
         if layer.op == "RNN":
-            self.product(layer.h_in, r, f"{p}_x", f"{p}_z")
+            self.product(layer.h_in, r, f"{p}_x", f"{p}_z", int8)
             self.node(act[0], [f"{p}_z"], [layer.h_out])
         elif layer.op == "LSTM":
-            self.product(layer.h_in, r, f"{p}_x", f"{p}_z")
+            self.product(layer.h_in, r, f"{p}_x", f"{p}_z", int8)
             self.split(f"{p}_z", [3 * u, u], [f"{p}_ifo", f"{p}_g"])
             self.node(act[0], [f"{p}_ifo"], [f"{p}_ifo_a"])
             self.node(act[1], [f"{p}_g"], [f"{p}_g_a"])
@@ -273,7 +274,7 @@ class _Builder:
             self.node(act[2], [layer.c_out], [f"{p}_c_a"])
             self.node("Mul", [f"{p}_o", f"{p}_c_a"], [layer.h_out])
         else:  # GRU, linear_before_reset: h~ = g(x_h + r * (h R_h + Rb_h))
-            self.product(layer.h_in, r, self.add(f"{p}_rb", r_b), f"{p}_hr")
+            self.product(layer.h_in, r, self.add(f"{p}_rb", r_b), f"{p}_hr", int8)
             self.split(f"{p}_x", [2 * u, u], [f"{p}_xzr", f"{p}_xh"])
             self.split(f"{p}_hr", [2 * u, u], [f"{p}_hzr", f"{p}_hh"])
             self.node("Add", [f"{p}_xzr", f"{p}_hzr"], [f"{p}_zr_in"])
@@ -302,10 +303,9 @@ class _Builder:
         self.node("Squeeze", [spec.input.name, self.add("axis1", np.array([1], np.int64))], [ids])
         x = ids
         for k, layer in enumerate(layers):
-            self.int8 = self.int8_weights and layer.units >= INT8_PRODUCT_UNITS[layer.op]
             x = self.layer(k, layer, x)
-        self.int8 = False  # the output layer: see INT8_PRODUCT_UNITS
-        self.product(x, dense_w, self.add("dense_bias", dense_b), "logits")
+        # The output layer multiplies in float: see INT8_PRODUCT_UNITS.
+        self.product(x, dense_w, self.add("dense_bias", dense_b), "logits", int8=False)
         self.node("Softmax", ["logits"], [spec.output.name], axis=-1)
         # ArgMax over the probabilities, as model.onnx does (the notebook's np.argmax).
         self.node("ArgMax", [spec.output.name], [spec.next.name], axis=-1, keepdims=0)
@@ -348,16 +348,21 @@ def _scaled(q: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.ndarray:
     return ((q[0] - zero.reshape(1, -1)) * scale.reshape(1, -1)).T
 
 
-def _columns(a: np.ndarray, order: list[int], gates: int) -> np.ndarray:
-    """`a` [rows, gates*units] with its gate blocks of columns in `order`."""
-    parts = np.split(a, gates, axis=1)
-    return np.ascontiguousarray(np.concatenate([parts[i] for i in order], axis=1), np.float32)
+def reorder_gates(a: np.ndarray, order: list[int], gates: int) -> np.ndarray:
+    """`a` with the `gates` blocks of its last axis in `order` (a contiguous float32 copy):
+    Keras, ONNX and the step graph each list the gates in their own order."""
+    parts = np.split(a, gates, axis=-1)
+    return np.ascontiguousarray(np.concatenate([parts[i] for i in order], axis=-1), np.float32)
 
 
-def _quantize(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per output column, as the exporter's int8 weights already are (a
-    weight read from an int8 file comes back as the same integers)."""
-    peak = np.abs(weight).max(axis=0)
+def symmetric_int8(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 with one scale per index of `axis` (peak / 127, zero point 0): the
+    exporter's rule for int8 weights, so a weight read back from an int8 file quantizes to
+    the same integers again."""
+    reduce = tuple(i for i in range(weight.ndim) if i != axis)
+    peak = np.abs(weight).max(axis=reduce)
     scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    q = np.clip(np.round(weight / scale.reshape(shape)), -127, 127).astype(np.int8)
     return q, scale

@@ -136,22 +136,21 @@ def _stateful_parity(
 
 
 def step_session(spec: ModelSpec, onnx_bytes: bytes, precision: str) -> Any:
-    """The session generation steps run on for this spec's graph_builder (the runtime's own
-    decomposed step graph, or None for model.onnx itself)."""
-    import onnxruntime as ort
-
+    """The session generation steps run on for this spec's graph_builder, built as the
+    runtime builds it (or None: model.onnx itself)."""
+    from runtime.loading import make_step_session, session_options
     from runtime.onnx_proto import parse_model
-    from runtime.step_graph import decompose
 
     if spec.graph_builder != "decomposed":
         return None
-    step = decompose(parse_model(onnx_bytes), spec, precision)
+    opts = session_options(1)
+    step = make_step_session(spec, parse_model(onnx_bytes), precision, opts, Path(MODEL_FILE))
     if step is None:
         raise ExportError(
             "the runtime cannot build the decomposed step graph of this export; nothing was "
             "published; please report this with the model's settings"
         )
-    return ort.InferenceSession(step, providers=["CPUExecutionProvider"])
+    return step
 
 
 def verify(

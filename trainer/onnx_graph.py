@@ -25,8 +25,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from runtime.artifact import NEXT_NAME
 from runtime.graph_rules import ACTIVATIONS, IR_VERSION, OPSET
+from runtime.step_graph import preferred_builder, reorder_gates, symmetric_int8
 
-from .model import INPUT_NAME, OUTPUT_NAME
+from .model import INPUT_NAME, LAYERS, OUTPUT_NAME
 
 
 class NotNativeError(Exception):
@@ -38,12 +39,6 @@ def _activation(layer: Any, key: str) -> str:
     if name not in ACTIVATIONS:
         raise NotNativeError(f"{layer.name}: {key} {name!r} has no native ONNX mapping")
     return ACTIVATIONS[name]
-
-
-def _gates(a: np.ndarray, order: list[int], n: int) -> np.ndarray:
-    """Reorder the gate blocks of the last axis (Keras and ONNX list LSTM gates differently)."""
-    parts = np.split(a, n, axis=-1)
-    return np.concatenate([parts[i] for i in order], axis=-1)
 
 
 def _cell_node(
@@ -65,7 +60,7 @@ def _cell_node(
     act = _activation(layer, "activation")
     if isinstance(layer, keras.layers.LSTM):
         # Keras gates are i, f, c, o; ONNX wants i, o, f, c.
-        kernel, recurrent, bias = (_gates(w, [0, 3, 1, 2], 4) for w in weights)
+        kernel, recurrent, bias = (reorder_gates(w, [0, 3, 1, 2], 4) for w in weights)
         op, attrs = "LSTM", {"activations": [_activation(layer, "recurrent_activation"), act, act]}
         b = np.concatenate([bias, np.zeros_like(bias)])
     elif isinstance(layer, keras.layers.GRU):
@@ -238,12 +233,8 @@ def stateful_graph(model: Any, vocab_size: int) -> onnx.ModelProto:
 def graph_builder(model: Any) -> str:
     """How the runtime should run this model's generation steps (runtime.step_graph's rule,
     by cell and the narrowest layer)."""
-    import keras
-
-    from runtime.step_graph import preferred_builder
-
     cells, _ = _split_layers(model)
-    kinds = {keras.layers.LSTM: "lstm", keras.layers.GRU: "gru", keras.layers.SimpleRNN: "simple"}
+    kinds = {layer: cell for cell, layer in LAYERS.items()}
     choices = {
         preferred_builder(kinds[type(c)], int(c.get_config()["units"]))
         for c in cells
@@ -346,12 +337,7 @@ def _store_int8(proto: onnx.ModelProto) -> None:
     for name in dict.fromkeys(targets):
         weight = numpy_helper.to_array(inits[name]).astype(np.float32)
         axis = 1 if weight.ndim == 3 else 0  # one scale per output row
-        reduce = tuple(i for i in range(weight.ndim) if i != axis)
-        peak = np.abs(weight).max(axis=reduce)
-        scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-        shape = [1] * weight.ndim
-        shape[axis] = -1
-        q = np.clip(np.round(weight / scale.reshape(shape)), -127, 127).astype(np.int8)
+        q, scale = symmetric_int8(weight, axis)
         graph.initializer.remove(inits[name])
         graph.initializer.extend(
             [
