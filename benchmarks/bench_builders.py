@@ -23,27 +23,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import onnxruntime as ort  # noqa: E402
+from bench_litert import train_stateful  # noqa: E402
 from corpora import kjv  # noqa: E402
 from report import machine, publish  # noqa: E402
 
 import trainer  # noqa: E402,F401  (quiets TensorFlow's C++ logging before it loads)
 from runtime import Generator  # noqa: E402
 from runtime.step_graph import INT8_PRODUCT_UNITS, preferred_builder  # noqa: E402
-from trainer.train import TrainConfig, train  # noqa: E402
 
 PROMPT = "In the beginning God created the heaven and the earth."
 BUILDERS = ("native", "decomposed")
 
 
-def interleaved(gens: dict[str, Generator], n: int, repeats: int) -> dict[str, float]:
+def interleaved(
+    gens: dict[str, Generator], n: int, repeats: int, prompt: str = PROMPT
+) -> dict[str, float]:
     """Median µs per generated character of each generator, runs interleaved."""
     times: dict[str, list[float]] = {k: [] for k in gens}
     for g in gens.values():
-        g.generate(PROMPT, n)
+        g.generate(prompt, n)
     for _ in range(repeats):
         for k, g in gens.items():
             start = time.perf_counter()
-            g.generate(PROMPT, n)
+            g.generate(prompt, n)
             times[k].append((time.perf_counter() - start) / n * 1e6)
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -118,13 +120,8 @@ def window_row(n: int, repeats: int) -> tuple[float, float, bool]:
     unrolled = Generator.from_session(native.spec, session)
     prompt = native.spec.sample_prompt
     same = native.generate(prompt, 200) == unrolled.generate(prompt, 200)
-    times: dict[str, list[float]] = {"native": [], "unrolled": []}
-    for _ in range(repeats):
-        for name, g in (("native", native), ("unrolled", unrolled)):
-            start = time.perf_counter()
-            g.generate(prompt, n)
-            times[name].append((time.perf_counter() - start) / n * 1e6)
-    return statistics.median(times["native"]), statistics.median(times["unrolled"]), same
+    us = interleaved({"native": native, "unrolled": unrolled}, n, repeats, prompt)
+    return us["native"], us["unrolled"], same
 
 
 def main() -> None:
@@ -142,23 +139,7 @@ def main() -> None:
         for cell in cells:
             for units in sizes:
                 out = Path(tmp_name) / f"{cell}{units}"
-                train(
-                    TrainConfig(
-                        out_dir=out,
-                        corpus=corpus,
-                        cell=cell,
-                        units=units,
-                        activation="relu" if cell == "simple" else "tanh",
-                        seq_length=100,
-                        batch_size=64,
-                        epochs=1,
-                        steps_per_epoch=args.steps,
-                        mode="stateful",
-                        quantize="int8",
-                        max_val_windows=256,
-                        seed=1,
-                    )
-                )
+                train_stateful(out, corpus, cell, units, args.steps)
                 for precision in ("fp32", "int8"):
                     gens = {
                         b: Generator.load(

@@ -167,6 +167,27 @@ def window_row(tmp: Path, corpus: Path, seq: int, steps: int, n: int, repeats: i
     return (f"lstm window {seq}", 256, "fp32", "native", ours, None, theirs, same, rss, 1)
 
 
+def train_stateful(out: Path, corpus: Path, cell: str, units: int, steps: int) -> None:
+    """A stateful model (chunks of 100, the cell's default activation) with its int8
+    variant, trained `steps` steps: the models the real-size benchmarks time."""
+    train(
+        TrainConfig(
+            out_dir=out,
+            corpus=corpus,
+            cell=cell,
+            units=units,
+            seq_length=100,
+            batch_size=64,
+            epochs=1,
+            steps_per_epoch=steps,
+            mode="stateful",
+            quantize="int8",
+            max_val_windows=256,
+            seed=1,
+        )
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300, help="training steps per model")
@@ -187,22 +208,7 @@ def main() -> None:
             print(rows[-1], flush=True)
         for cell, units in configs:
             out = tmp / f"{cell}{units}"
-            train(
-                TrainConfig(
-                    out_dir=out,
-                    corpus=corpus,
-                    cell=cell,
-                    units=units,
-                    seq_length=100,
-                    batch_size=64,
-                    epochs=1,
-                    steps_per_epoch=args.steps,
-                    mode="stateful",
-                    quantize="int8",
-                    max_val_windows=256,
-                    seed=1,
-                )
-            )
+            train_stateful(out, corpus, cell, units, args.steps)
             for precision in ("fp32", "int8"):
                 gen = Generator.load(out, precision=precision, warmup_threads=1)
                 native = Generator.load(
