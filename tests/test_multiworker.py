@@ -152,6 +152,32 @@ def test_a_worker_that_stops_early_stops_the_others_with_a_message(tmp_path, lon
     assert (chief / "model.onnx").read_bytes() == b"keep me"
 
 
+def test_a_pool_left_open_by_a_failed_reduce_is_closed() -> None:
+    """What TensorFlow's eager all-reduce does when a collective fails: the pool stays open
+    in the failed frame, and close_abandoned_pools finds it through the exception chain."""
+    from multiprocessing.pool import CLOSE, RUN, ThreadPool
+
+    from trainer.loop import close_abandoned_pools
+
+    def failing_reduce() -> None:
+        pool = ThreadPool(1)
+        pool.map(lambda _: 1 / 0, [0])
+        pool.close()  # never reached, as in cross_device_ops
+
+    try:
+        try:
+            failing_reduce()
+        except ZeroDivisionError as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as exc:
+        frame = exc.__cause__.__traceback__.tb_next.tb_frame  # failing_reduce's
+        pools = [v for v in frame.f_locals.values() if isinstance(v, ThreadPool)]
+        assert [p._state for p in pools] == [RUN]
+        close_abandoned_pools(exc)
+        assert [p._state for p in pools] == [CLOSE]
+        pools[0].join()
+
+
 def test_tf_config_that_is_not_json_is_refused(tmp_path, long_corpus) -> None:
     env = {**os.environ, "TF_CONFIG": '{"cluster": '}
     proc = subprocess.run(

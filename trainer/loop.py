@@ -9,6 +9,7 @@ worker sees the same numbers and takes the same decisions. Only the chief writes
 
 from __future__ import annotations
 
+import multiprocessing.pool
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,27 @@ def _sum_of_first_replicas(strategy: Any, value: np.ndarray, contribute: bool) -
         )
     )
     return strategy.reduce(SUM, per_replica, axis=None).numpy()
+
+
+def close_abandoned_pools(exc: BaseException) -> None:
+    """Close the thread pools a failed eager all-reduce left open in `exc`'s frames.
+
+    TensorFlow's CollectiveAllReduce opens a ThreadPool per eager reduce and closes it only
+    when the reduce succeeds. Left open, the pool is finalized at interpreter exit, where its
+    `__del__` may write to an already closed pipe and print a traceback under our one-line
+    error. Closing it now, while the pipe is open, makes that `__del__` a no-op.
+    """
+    seen: set[int] = set()
+    chain: BaseException | None = exc
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        tb = chain.__traceback__
+        while tb is not None:
+            for value in tb.tb_frame.f_locals.values():
+                if isinstance(value, multiprocessing.pool.Pool):
+                    value.close()
+            tb = tb.tb_next
+        chain = chain.__cause__ or chain.__context__
 
 
 def broadcast_from_chief(strategy: Any, values: Sequence[np.ndarray], chief: bool) -> list:

@@ -241,6 +241,9 @@ def train(config: TrainConfig) -> ModelSpec | None:
         with lock:
             return _train(config)
     except tf.errors.OpError as exc:
+        from .loop import close_abandoned_pools
+
+        close_abandoned_pools(exc)
         # A collective fails on every worker when one of them stops: say so, not gRPC.
         raise TrainingError(
             f"lost the other workers ({_op_error_reason(exc)}): one of them "
