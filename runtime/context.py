@@ -116,16 +116,9 @@ class Context:
         if self._bound is None:
             self._char = np.zeros((1, 1), dtype=self.gen._in_dtype)
             self._out = np.zeros((1, spec.vocab_size), np.float32)
-            ins = [s.input for s in spec.states]
-            outs = [s.output for s in spec.states]
-            self._bound = [
-                BoundRun(
-                    self.gen.step_session or self.gen.session,
-                    {spec.input.name: self._char, **dict(zip(ins, a, strict=True))},
-                    {spec.output.name: self._out, **dict(zip(outs, b, strict=True))},
-                )
-                for a, b in ((self._buf[0], self._buf[1]), (self._buf[1], self._buf[0]))
-            ]
+            self._bound = self.gen._alternating_runs(
+                self._char, {spec.output.name: self._out}, self._buf[0], self._buf[1]
+            )
         from .generator import _model_failures
 
         self._char[0, 0] = self._pending

@@ -415,18 +415,7 @@ class Generator:
         there = [np.zeros_like(a) for a in here]
         self._warm_up(prompts, here)
         char = np.array([[p[-1]] for p in prompts], dtype=self._in_dtype)
-        ins = [s.input for s in spec.states]
-        outs = [s.output for s in spec.states]
-        # Two bindings that swap the state buffers: step t reads `here` and writes `there`,
-        # step t+1 the other way round, so no state is ever copied.
-        runs = [
-            BoundRun(
-                self.step_session or self.session,
-                {spec.input.name: char, **dict(zip(ins, a, strict=True))},
-                {**target, **dict(zip(outs, b, strict=True))},
-            )
-            for a, b in ((here, there), (there, here))
-        ]
+        runs = self._alternating_runs(char, target, here, there)
         # Alternates the two bindings. The cycle holds the BoundRun objects themselves, not
         # just their run methods: they own the state buffers onnxruntime writes into.
         step = cycle(runs).__next__
@@ -445,6 +434,31 @@ class Generator:
             char[:, 0] = nxt
 
         return advance
+
+    def _alternating_runs(
+        self,
+        char: np.ndarray,
+        target: dict[str, np.ndarray],
+        here: list[np.ndarray],
+        there: list[np.ndarray],
+    ) -> list[BoundRun]:
+        """Two bound step Runs over `char` [batch, 1] that swap the state buffers: the first
+        reads `here` and writes `there`, the second the other way round, so no state is
+        ever copied. `target`: the other outputs to write (name -> array)."""
+        spec = self.spec
+        session = self.step_session or self.session
+        # The decomposed step graph reads the ids flat: a view of the same memory.
+        ids = char.reshape(-1) if self.step_session is not None else char
+        ins = [s.input for s in spec.states]
+        outs = [s.output for s in spec.states]
+        return [
+            BoundRun(
+                session,
+                {spec.input.name: ids, **dict(zip(ins, a, strict=True))},
+                {**target, **dict(zip(outs, b, strict=True))},
+            )
+            for a, b in ((here, there), (there, here))
+        ]
 
     def _warm_up(self, prompts: list[np.ndarray], states: list[np.ndarray]) -> None:
         """Feed every prompt but its last character, from zero state, into `states`.

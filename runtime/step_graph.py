@@ -7,9 +7,10 @@ multiply a one-hot vector by the input kernel and loop over a time axis of one. 
 layer becomes a `Gather` of a precomputed `[vocabulary, gates·units]` table (input kernel
 and both biases folded in), one matrix product with the recurrent kernel, and the gate
 arithmetic as elementwise operators; LSTM gates are reordered so that one `Sigmoid` covers
-i, f and o. With int8 weights the recurrent product is onnxruntime's
-`DynamicQuantizeMatMul` (int8 weights, activations quantized per step, as LiteRT's
-dynamic-range kernels do).
+i, f and o. With int8 weights the recurrent product keeps the weights in int8 and quantizes
+the activations each step, as LiteRT's dynamic-range kernels do: onnxruntime's
+`MatMulNBits` with 8 bits (from onnxruntime 1.22, whose one-row kernels are the ones built
+for LLM decoding) or `DynamicQuantizeMatMul` before that.
 
 Measured (`benchmarks/bench_builders.py`, time per generated character against the native
 operator on the same weights): LSTM 0.81-0.95x, SimpleRNN 0.67-0.79x at 32 to 512 units;
@@ -27,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import onnxruntime as ort
 
 from .artifact import GRAPH_BUILDERS, ModelSpec
 from .graph_rules import ACTIVATIONS, GATES, IR_VERSION, MS_DOMAIN, MS_OPSET, OPSET
@@ -47,13 +49,31 @@ from .onnx_proto import (
 )
 
 NATIVE, DECOMPOSED = GRAPH_BUILDERS
-# With int8 weights, layers this wide multiply in int8 (DynamicQuantizeMatMul); narrower
-# ones multiply the dequantized weights in float, which measured faster below 256 units
-# (quantizing the activations each step costs more than the smaller product saves). A
-# SimpleRNN 256 gains nothing from it (one product per step) and loses 0.2 points of
-# agreement with fp32, so it waits until 512. The output layer always multiplies in
-# float: its product is small, and rounding the logits' input cost agreement.
-INT8_PRODUCT_UNITS = {"LSTM": 256, "GRU": 256, "RNN": 512}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(1, 22) from "1.22.0" or "1.22.0.dev2025": the numeric release, for comparisons."""
+    parts = []
+    for piece in version.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+# The int8 products of a step, and the width from which a layer multiplies in int8 with each:
+# narrower layers multiply the dequantized weights in float, which measured faster there
+# (quantizing the activations each step costs more than the smaller product saves).
+# MatMulNBits with 8 bits (onnxruntime >= 1.22; 4-bit only before, refused at session
+# creation) runs one row in 0.69x DynamicQuantizeMatMul's time at 256x1024 and 0.76x at
+# 512x2048, so it pays off from 128 units (a SimpleRNN, one product per step, from 256).
+# With DynamicQuantizeMatMul a SimpleRNN 256 gained nothing and lost 0.2 points of agreement
+# with fp32, so it waits until 512. The output layer always multiplies in float: its product
+# is small, and rounding the logits' input cost agreement.
+INT8_KERNELS = {
+    "MatMulNBits": {"LSTM": 128, "GRU": 128, "RNN": 256},
+    "DynamicQuantizeMatMul": {"LSTM": 256, "GRU": 256, "RNN": 512},
+}
+INT8_KERNEL = "MatMulNBits" if _release(ort.__version__) >= (1, 22) else "DynamicQuantizeMatMul"
 _RECURRENT = ("RNN", "GRU", "LSTM", "DynamicQuantizeLSTM")
 _ACT_OPS = {op.encode(): op for op in ACTIVATIONS.values()}  # attribute bytes -> op
 
@@ -87,13 +107,18 @@ class _Unknown(Exception):
     """The graph is not in the form this builder recognizes."""
 
 
-def decompose(model: Model, spec: ModelSpec, precision: str) -> bytes | None:
+def decompose(
+    model: Model, spec: ModelSpec, precision: str, int8_kernel: str = INT8_KERNEL
+) -> bytes | None:
     """The serialized step graph for `model` (a checked stateful graph), or None when the
-    graph is not one this builder recognizes."""
+    graph is not one this builder recognizes. `int8_kernel`: one of INT8_KERNELS (the
+    default is the faster one the installed onnxruntime runs)."""
     if not spec.stateful or model.graph is None:
         return None
+    if int8_kernel not in INT8_KERNELS:
+        raise ValueError(f"int8_kernel must be one of {', '.join(INT8_KERNELS)}")
     try:
-        return _Builder(model, spec, precision).build()
+        return _Builder(model, spec, precision, int8_kernel).build()
     except (_Unknown, ProtoError, ValueError, IndexError, KeyError):
         # A graph graph_rules accepted but not in our exporters' exact form (an edited or
         # fuzzed file): model.onnx itself still runs every step correctly.
@@ -101,11 +126,12 @@ def decompose(model: Model, spec: ModelSpec, precision: str) -> bytes | None:
 
 
 class _Builder:
-    def __init__(self, model: Model, spec: ModelSpec, precision: str) -> None:
+    def __init__(self, model: Model, spec: ModelSpec, precision: str, int8_kernel: str) -> None:
         assert model.graph is not None
         self.graph = model.graph
         self.spec = spec
         self.int8_weights = precision == "int8"
+        self.int8_kernel = int8_kernel
         self.consts: dict[str, np.ndarray] = {}
         for t in self.graph.initializers:
             self.consts[t.name] = t.array()
@@ -219,7 +245,7 @@ class _Builder:
 
     def node(self, op: str, inputs: list[str], outputs: list[str], **ints: int) -> None:
         attrs = [Attribute(name=k, type=ATTR_INT, i=v) for k, v in ints.items()]
-        domain = MS_DOMAIN if op == "DynamicQuantizeMatMul" else ""
+        domain = MS_DOMAIN if op in INT8_KERNELS else ""
         self.nodes.append(
             encode_node(op, inputs, outputs, name=outputs[0], domain=domain, attributes=attrs)
         )
@@ -227,7 +253,10 @@ class _Builder:
     def product(self, x: str, weight: np.ndarray, addend: str, out: str, int8: bool) -> None:
         """out = x @ weight + addend (addend: a tensor of the graph, or a bias constant),
         multiplied in int8 (weights quantized per output column) or in float."""
-        if int8:
+        if int8 and self.int8_kernel == "MatMulNBits":
+            self.nbits_product(x, weight, f"{out}_mm")
+            self.node("Add", [f"{out}_mm", addend], [out])
+        elif int8:
             q, scale = symmetric_int8(weight, axis=1)
             zero = np.zeros_like(scale, dtype=np.int8)
             ins = [x, self.add(f"{out}_q", q), self.add(f"{out}_s", scale)]
@@ -237,6 +266,21 @@ class _Builder:
         else:
             self.node("Gemm", [x, self.add(f"{out}_w", weight), addend], [out])
 
+    def nbits_product(self, x: str, weight: np.ndarray, out: str) -> None:
+        """out = x @ weight through MatMulNBits: the same int8 integers and per-column scales
+        as DynamicQuantizeMatMul's, stored unsigned (+128, its default zero point) as
+        [columns, blocks, block] with the input axis padded to whole blocks."""
+        k, n = weight.shape
+        block = _nbits_block(k)
+        blocks = -(-k // block)
+        q, scale = symmetric_int8(weight, axis=1)
+        stored = np.full((n, blocks * block), 128, np.uint8)
+        stored[:, :k] = (q.T.astype(np.int16) + 128).astype(np.uint8)
+        ins = [x, self.add(f"{out}_q", stored.reshape(n, blocks, block))]
+        ins.append(self.add(f"{out}_s", np.repeat(scale, blocks)))
+        # accuracy_level 4: int8 products over activations quantized per block.
+        self.node("MatMulNBits", ins, [out], K=k, N=n, bits=8, block_size=block, accuracy_level=4)
+
     def split(self, x: str, sizes: list[int], outs: list[str]) -> None:
         self.node(
             "Split", [x, self.add(f"{outs[0]}_sizes", np.array(sizes, np.int64))], outs, axis=1
@@ -245,7 +289,7 @@ class _Builder:
     def layer(self, k: int, layer: _Layer, x: str) -> str:
         """Emit layer k reading `x` (ids for layer 0, else the layer below's h)."""
         u, p = layer.units, f"l{k}"
-        int8 = self.int8_weights and u >= INT8_PRODUCT_UNITS[layer.op]
+        int8 = self.int8_weights and u >= INT8_KERNELS[self.int8_kernel][layer.op]
         gates = GATES[layer.op]
         w_b, r_b = layer.b[: gates * u], layer.b[gates * u :]
         # Gate columns in the order the arithmetic below reads them.
@@ -299,18 +343,18 @@ class _Builder:
             found += [(x.h_in, x.h_out)] + ([(x.c_in, x.c_out)] if x.c_in else [])
         if found != wanted or dense_w.shape != (layers[-1].units, spec.vocab_size):
             raise _Unknown("states or output layer")
-        ids = f"{spec.input.name}_1d"
-        self.node("Squeeze", [spec.input.name, self.add("axis1", np.array([1], np.int64))], [ids])
-        x = ids
+        # The ids come as [batch], not model.onnx's [batch, 1]: callers bind a flat view of
+        # the same array, and the Squeeze it would need (5% of a 64-unit step) is gone.
+        x = spec.input.name
         for k, layer in enumerate(layers):
             x = self.layer(k, layer, x)
-        # The output layer multiplies in float: see INT8_PRODUCT_UNITS.
+        # The output layer multiplies in float: see INT8_KERNELS.
         self.product(x, dense_w, self.add("dense_bias", dense_b), "logits", int8=False)
         self.node("Softmax", ["logits"], [spec.output.name], axis=-1)
         # ArgMax over the probabilities, as model.onnx does (the notebook's np.argmax).
         self.node("ArgMax", [spec.output.name], [spec.next.name], axis=-1, keepdims=0)
         in_type = INT32 if spec.input.dtype == "int32" else INT64
-        inputs = [encode_value_info(spec.input.name, in_type, ["batch", 1])]
+        inputs = [encode_value_info(spec.input.name, in_type, ["batch"])]
         outputs = [
             encode_value_info(spec.output.name, FLOAT, ["batch", spec.vocab_size]),
             encode_value_info(spec.next.name, INT64, ["batch"]),
@@ -328,6 +372,15 @@ class _Builder:
             opsets=opsets,
             name="step",
         )
+
+
+def _nbits_block(k: int) -> int:
+    """MatMulNBits' block (a power of two from 16): one block per column where the input
+    axis is a power of two (fastest measured), else the largest that pads it by <= 1/8."""
+    for block in (1024, 512, 256, 128, 64, 32):
+        if block < 2 * k and -(-k // block) * block - k <= k / 8:
+            return block
+    return 16
 
 
 def _dequantize(node: Node, consts: dict[str, np.ndarray]) -> np.ndarray:

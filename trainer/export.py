@@ -114,8 +114,10 @@ def run_steps(
     yields `output` [B, ...] after each position."""
     state = {s.input: np.zeros((len(chunks), s.shape[1]), np.float32) for s in states}
     outputs = [output, *(s.output for s in states)]
+    flat = len(session.get_inputs()[0].shape) == 1  # the decomposed step graph: ids [batch]
     for t in range(chunks.shape[1]):
-        value, *new = session.run(outputs, {INPUT_NAME: chunks[:, t : t + 1], **state})
+        ids = chunks[:, t] if flat else chunks[:, t : t + 1]
+        value, *new = session.run(outputs, {INPUT_NAME: ids, **state})
         state = {s.input: v for s, v in zip(states, new, strict=True)}
         yield value
 
