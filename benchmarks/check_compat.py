@@ -87,7 +87,7 @@ def models(tmp: Path) -> list[tuple[str, str]]:
         cases += [(str(out), "fp32"), (str(out), "int8")]
     # Step graphs big enough that the warm-up session splits each step over threads and
     # that int8 generation steps multiply in int8 (the decomposed step graph's
-    # DynamicQuantizeMatMul, from 256 units).
+    # DynamicQuantizeMatMul in onnxruntime < 1.22, MatMulNBits from 1.22).
     for cell in ("lstm", "gru"):
         out = tmp / f"stateful-{cell}"
         train(

@@ -290,6 +290,8 @@ class _Builder:
         """Emit layer k reading `x` (ids for layer 0, else the layer below's h)."""
         u, p = layer.units, f"l{k}"
         int8 = self.int8_weights and u >= INT8_KERNELS[self.int8_kernel][layer.op]
+        if layer.op == "GRU":
+            return self.gru(k, layer, x, int8)
         gates = GATES[layer.op]
         w_b, r_b = layer.b[: gates * u], layer.b[gates * u :]
         # Gate columns in the order the arithmetic below reads them.
@@ -297,40 +299,61 @@ class _Builder:
         w = reorder_gates(layer.w.T, order, gates)
         r = reorder_gates(layer.r.T, order, gates)
         folded = reorder_gates(w_b + r_b, order, gates)
-        input_bias = folded if layer.op != "GRU" else w_b  # a GRU keeps R's bias apart
-        if k == 0:
-            self.node("Gather", [self.add(f"{p}_table", w + input_bias[None]), x], [f"{p}_x"])
-        else:
-            self.product(x, w, self.add(f"{p}_b", input_bias), f"{p}_x", int8)
         act = layer.acts
+        if k == 0:
+            self.node("Gather", [self.add(f"{p}_table", w + folded[None]), x], [f"{p}_x"])
+        else:
+            self.product(x, w, self.add(f"{p}_b", folded), f"{p}_x", int8)
+        self.product(layer.h_in, r, f"{p}_x", f"{p}_z", int8)
         if layer.op == "RNN":
-            self.product(layer.h_in, r, f"{p}_x", f"{p}_z", int8)
             self.node(act[0], [f"{p}_z"], [layer.h_out])
-        elif layer.op == "LSTM":
-            self.product(layer.h_in, r, f"{p}_x", f"{p}_z", int8)
-            self.split(f"{p}_z", [3 * u, u], [f"{p}_ifo", f"{p}_g"])
-            self.node(act[0], [f"{p}_ifo"], [f"{p}_ifo_a"])
-            self.node(act[1], [f"{p}_g"], [f"{p}_g_a"])
-            self.split(f"{p}_ifo_a", [u, u, u], [f"{p}_i", f"{p}_f", f"{p}_o"])
-            self.node("Mul", [f"{p}_f", layer.c_in], [f"{p}_fc"])
-            self.node("Mul", [f"{p}_i", f"{p}_g_a"], [f"{p}_ig"])
-            self.node("Add", [f"{p}_fc", f"{p}_ig"], [layer.c_out])
-            self.node(act[2], [layer.c_out], [f"{p}_c_a"])
-            self.node("Mul", [f"{p}_o", f"{p}_c_a"], [layer.h_out])
-        else:  # GRU, linear_before_reset: h~ = g(x_h + r * (h R_h + Rb_h))
-            self.product(layer.h_in, r, self.add(f"{p}_rb", r_b), f"{p}_hr", int8)
+            return layer.h_out
+        self.split(f"{p}_z", [3 * u, u], [f"{p}_ifo", f"{p}_g"])
+        self.node(act[0], [f"{p}_ifo"], [f"{p}_ifo_a"])
+        self.node(act[1], [f"{p}_g"], [f"{p}_g_a"])
+        self.split(f"{p}_ifo_a", [u, u, u], [f"{p}_i", f"{p}_f", f"{p}_o"])
+        self.node("Mul", [f"{p}_f", layer.c_in], [f"{p}_fc"])
+        self.node("Mul", [f"{p}_i", f"{p}_g_a"], [f"{p}_ig"])
+        self.node("Add", [f"{p}_fc", f"{p}_ig"], [layer.c_out])
+        self.node(act[2], [layer.c_out], [f"{p}_c_a"])
+        self.node("Mul", [f"{p}_o", f"{p}_c_a"], [layer.h_out])
+        return layer.h_out
+
+    def gru(self, k: int, layer: _Layer, x: str, int8: bool) -> str:
+        """A GRU layer (linear_before_reset): h~ = g(x_h + r * (h R_h + Rb_h)).
+
+        In the first layer one recurrent product gives both [z, r]'s input and h R_h + Rb_h:
+        its addend is a table row holding the input's z, r part (both biases folded) next to
+        R's h bias, so the input needs no Split and the z, r parts no Add."""
+        u, p = layer.units, f"l{k}"
+        w, r = (np.ascontiguousarray(m.T, np.float32) for m in (layer.w, layer.r))
+        w_b, r_b = np.split(layer.b, 2)
+        zr_bias = w_b[: 2 * u] + r_b[: 2 * u]
+        if k == 0:  # two tables: [x_zr + biases | Rb_h] and x_h + Wb_h
+            first = np.concatenate([w[:, : 2 * u] + zr_bias, np.tile(r_b[2 * u :], (len(w), 1))], 1)
+            self.node("Gather", [self.add(f"{p}_table", first), x], [f"{p}_add"])
+            second = w[:, 2 * u :] + w_b[2 * u :]
+            self.node("Gather", [self.add(f"{p}_table_h", second), x], [f"{p}_xh"])
+            self.product(layer.h_in, r, f"{p}_add", f"{p}_s", int8)
+            self.split(f"{p}_s", [2 * u, u], [f"{p}_zr_in", f"{p}_hh"])
+        else:  # the layer below's h: a product for each, then add the z, r parts
+            bias = np.concatenate([zr_bias, w_b[2 * u :]])
+            self.product(x, w, self.add(f"{p}_b", bias), f"{p}_x", int8)
             self.split(f"{p}_x", [2 * u, u], [f"{p}_xzr", f"{p}_xh"])
-            self.split(f"{p}_hr", [2 * u, u], [f"{p}_hzr", f"{p}_hh"])
+            rb = np.concatenate([np.zeros(2 * u, np.float32), r_b[2 * u :]])
+            self.product(layer.h_in, r, self.add(f"{p}_rb", rb), f"{p}_s", int8)
+            self.split(f"{p}_s", [2 * u, u], [f"{p}_hzr", f"{p}_hh"])
             self.node("Add", [f"{p}_xzr", f"{p}_hzr"], [f"{p}_zr_in"])
-            self.node(act[0], [f"{p}_zr_in"], [f"{p}_zr"])
-            self.split(f"{p}_zr", [u, u], [f"{p}_z", f"{p}_r"])
-            self.node("Mul", [f"{p}_r", f"{p}_hh"], [f"{p}_rh"])
-            self.node("Add", [f"{p}_xh", f"{p}_rh"], [f"{p}_n_in"])
-            self.node(act[1], [f"{p}_n_in"], [f"{p}_n"])
-            # (1 - z) * n + z * h, written as n + z * (h - n)
-            self.node("Sub", [layer.h_in, f"{p}_n"], [f"{p}_d"])
-            self.node("Mul", [f"{p}_z", f"{p}_d"], [f"{p}_zd"])
-            self.node("Add", [f"{p}_n", f"{p}_zd"], [layer.h_out])
+        act = layer.acts
+        self.node(act[0], [f"{p}_zr_in"], [f"{p}_zr"])
+        self.split(f"{p}_zr", [u, u], [f"{p}_z", f"{p}_r"])
+        self.node("Mul", [f"{p}_r", f"{p}_hh"], [f"{p}_rh"])
+        self.node("Add", [f"{p}_xh", f"{p}_rh"], [f"{p}_n_in"])
+        self.node(act[1], [f"{p}_n_in"], [f"{p}_n"])
+        # (1 - z) * n + z * h, written as n + z * (h - n)
+        self.node("Sub", [layer.h_in, f"{p}_n"], [f"{p}_d"])
+        self.node("Mul", [f"{p}_z", f"{p}_d"], [f"{p}_zd"])
+        self.node("Add", [f"{p}_n", f"{p}_zd"], [layer.h_out])
         return layer.h_out
 
     def build(self) -> bytes:
