@@ -39,21 +39,51 @@ class BenchResult:
         ]
 
 
+# Linux carries a process' pre-exec memory high-water mark over exec into its ru_maxrss, and a
+# child started with vfork (as subprocess does) shares its parent's memory until exec: a
+# child started from this process would report at least this process' peak (measured: 339 MB
+# for `python -c pass` started from a 300 MB parent). So a small launcher starts the command,
+# and times it and reads its rusage there.
+_LAUNCHER = """\
+import os, sys, time
+start = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+elapsed = time.perf_counter() - start
+report = f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss} {elapsed!r}"
+os.write(int(sys.argv[1]), report.encode())
+"""
+
+
 def measure_child(cmd: list[str], cwd: Path | None = None) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MB, the kernel's rusage of that child, as `/usr/bin/time -v`
     reports it) and combined output of one child process; RuntimeError if it fails."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd)
-    output = proc.stdout.read().decode(errors="replace")  # to EOF first: no pipe deadlock
-    proc.stdout.close()
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+    read, write = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER, str(write), *cmd],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            pass_fds=(write,),
+        )
+        os.close(write)
+        write = -1
+        output = proc.stdout.read().decode(errors="replace")  # to EOF first: no pipe deadlock
+        proc.stdout.close()
+        proc.wait()
+        with os.fdopen(read, "rb") as f:
+            read = -1
+            report = f.read().decode().split()
+    finally:
+        for fd in (read, write):
+            if fd >= 0:
+                os.close(fd)
+    if proc.returncode != 0 or len(report) != 3 or report[0] != "0":
         raise RuntimeError(f"{' '.join(cmd)} failed: {output[-300:]}")
     # ru_maxrss is KiB on Linux, bytes on macOS.
-    peak_mb = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
-    return elapsed, peak_mb, output
+    peak_mb = int(report[1]) / (2**20 if sys.platform == "darwin" else 1024)
+    return float(report[2]), peak_mb, output
 
 
 def run(

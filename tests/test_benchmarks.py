@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -53,3 +55,21 @@ def test_sections_are_replaced_not_duplicated(tmp_path) -> None:
     text = out.read_text()
     assert text.count("<!-- bench:a -->") == 1 and "second" in text and "first" not in text
     assert "other" in text and text.startswith("# Benchmarks")
+
+
+def test_a_child_peak_is_its_own_not_its_parents() -> None:
+    """measure_child reports the command's peak RSS, whatever this process holds (a child
+    started straight from here inherits our high-water mark into its ru_maxrss)."""
+    import numpy as np
+
+    from runtime.bench import measure_child
+
+    ballast = np.ones(300 * 2**20 // 8)  # this process: 300 MB more
+    _, small, _ = measure_child([sys.executable, "-c", "pass"])
+    grow = "import numpy as np; a = np.ones(200 * 2**20 // 8); print(a.size)"
+    seconds, big, output = measure_child([sys.executable, "-c", grow])
+    del ballast
+    assert small < 100 and 200 < big < 300, (small, big)
+    assert output.strip() == str(200 * 2**20 // 8) and seconds > 0
+    with pytest.raises(RuntimeError, match="failed"):
+        measure_child([sys.executable, "-c", "raise SystemExit(3)"])
