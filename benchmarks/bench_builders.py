@@ -29,7 +29,12 @@ from report import machine, publish  # noqa: E402
 
 import trainer  # noqa: E402,F401  (quiets TensorFlow's C++ logging before it loads)
 from runtime import Generator  # noqa: E402
-from runtime.step_graph import INT8_KERNEL, INT8_KERNELS, preferred_builder  # noqa: E402
+from runtime.step_graph import (  # noqa: E402
+    INT8_HEAD_UNITS,
+    INT8_KERNEL,
+    INT8_KERNELS,
+    preferred_builder,
+)
 
 PROMPT = "In the beginning God created the heaven and the earth."
 BUILDERS = ("native", "decomposed")
@@ -161,11 +166,11 @@ def main() -> None:
         "from the same weights (decomposed). Greedy generation of "
         f"{n:,} characters after a {len(PROMPT)}-character prompt, one thread, the two "
         "interleaved. int8: the int8 variant; decomposed LSTM and GRU layers of "
-        f"{INT8_KERNELS[INT8_KERNEL]['LSTM']} units or more and SimpleRNN layers of "
-        f"{INT8_KERNELS[INT8_KERNEL]['RNN']} or more multiply in int8 ({INT8_KERNEL}), "
-        "others in float over the dequantized weights (whose greedy text can then differ from "
-        "model.onnx's int8: GRU and SimpleRNN run theirs in float, and the output layer "
-        "always runs in float here).",
+        f"{INT8_KERNELS[INT8_KERNEL]['LSTM']} units or more multiply in int8 ({INT8_KERNEL}), "
+        f"and with MatMulNBits the output layer after {INT8_HEAD_UNITS} units or more; SimpleRNN "
+        "layers and the rest multiply in float over the dequantized weights (whose greedy "
+        "text can then differ from model.onnx's int8: GRU and SimpleRNN run theirs in float, "
+        "and its output layer runs in int8: one rounds where the other does not).",
         "",
         "| cell | units | precision | native µs/char | decomposed µs/char | ratio "
         "| export records | faster here | greedy text identical |",

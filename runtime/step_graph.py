@@ -13,10 +13,11 @@ the activations each step, as LiteRT's dynamic-range kernels do: onnxruntime's
 for LLM decoding) or `DynamicQuantizeMatMul` before that.
 
 Measured (`benchmarks/bench_builders.py`, time per generated character against the native
-operator on the same weights): LSTM 0.81-0.95x, SimpleRNN 0.67-0.79x at 32 to 512 units;
-GRU 0.45-0.99x from 128 units but 1.03-1.16x below, where its extra elementwise nodes cost
-more than the one-hot product saves. Which builder a model uses is decided at export
-(`preferred_builder`) and recorded in `vocab.json` (`graph_builder`).
+operator on the same weights): LSTM 0.71-0.93x, SimpleRNN 0.42-0.82x at 32 to 512 units;
+GRU 0.40-0.98x from 64 units, but at 32 units 1.02x in fp32 (0.95x in int8), where its
+extra elementwise nodes cost about what the one-hot product saves. Which builder a model
+uses is decided at export (`preferred_builder`) and recorded in `vocab.json`
+(`graph_builder`).
 
 The builder reads only graphs that `graph_rules` has accepted, and recognizes exactly the
 shape textgen-train writes; anything else returns None and the native graph runs every
@@ -65,14 +66,20 @@ def _release(version: str) -> tuple[int, ...]:
 # (quantizing the activations each step costs more than the smaller product saves).
 # MatMulNBits with 8 bits (onnxruntime >= 1.22; 4-bit only before, refused at session
 # creation) runs one row in 0.69x DynamicQuantizeMatMul's time at 256x1024 and 0.76x at
-# 512x2048, so LSTM and GRU layers use it from 128 units. A SimpleRNN waits until 512 with
-# either: at 256 it ran 12% faster with MatMulNBits but its held-out agreement with fp32 fell
-# from 99.22% to 99.04%, too near the 99% the int8 variant promises. The output layer
-# always multiplies in float: its product is small, and rounding its input cost agreement.
-INT8_KERNELS = {
-    "MatMulNBits": {"LSTM": 128, "GRU": 128, "RNN": 512},
-    "DynamicQuantizeMatMul": {"LSTM": 256, "GRU": 256, "RNN": 512},
+# 512x2048, so LSTM and GRU layers use it from 128 units. A SimpleRNN always multiplies in
+# float: its ungated recurrence compounds the rounding of the activations, and held-out
+# agreement with fp32 (bench_int8's text, tanh, 300 steps) fell from 99.22% to 99.04% at 256
+# units and from 99.15% to 98.89% at 512 (98.97% with 32-wide blocks, 99.01% with
+# DynamicQuantizeMatMul), under or too near the 99% the int8 variant promises.
+INT8_KERNELS: dict[str, dict[str, int]] = {
+    "MatMulNBits": {"LSTM": 128, "GRU": 128},
+    "DynamicQuantizeMatMul": {"LSTM": 256, "GRU": 256},
 }
+# The output layer multiplies in int8 (MatMulNBits only) from a last layer this wide: at 512
+# units it saved 1.3 us of an LSTM's 21.8 us step, and held-out agreement stayed at 99.49%
+# (LSTM) and 99.52% (GRU). Narrower, its product is small, and rounding its input cost
+# agreement with DynamicQuantizeMatMul's per-tensor activations.
+INT8_HEAD_UNITS = 512
 INT8_KERNEL = "MatMulNBits" if _release(ort.__version__) >= (1, 22) else "DynamicQuantizeMatMul"
 _RECURRENT = ("RNN", "GRU", "LSTM", "DynamicQuantizeLSTM")
 _ACT_OPS = {op.encode(): op for op in ACTIVATIONS.values()}  # attribute bytes -> op
@@ -82,9 +89,9 @@ def preferred_builder(cell: str, units: int) -> str:
     """The builder a stateful model of `cell` ("lstm", "gru", "simple") and `units` gets.
 
     From bench_builders' measurements: decomposed is faster for LSTM and SimpleRNN at every
-    size measured (32-512 units) and for GRU from 128 units.
+    size measured (32-512 units) and for GRU from 64 units.
     """
-    if cell == "gru" and units < 128:
+    if cell == "gru" and units < 64:
         return NATIVE
     return DECOMPOSED
 
@@ -289,7 +296,8 @@ class _Builder:
     def layer(self, k: int, layer: _Layer, x: str) -> str:
         """Emit layer k reading `x` (ids for layer 0, else the layer below's h)."""
         u, p = layer.units, f"l{k}"
-        int8 = self.int8_weights and u >= INT8_KERNELS[self.int8_kernel][layer.op]
+        width = INT8_KERNELS[self.int8_kernel].get(layer.op)
+        int8 = self.int8_weights and width is not None and u >= width
         if layer.op == "GRU":
             return self.gru(k, layer, x, int8)
         gates = GATES[layer.op]
@@ -371,8 +379,12 @@ class _Builder:
         x = spec.input.name
         for k, layer in enumerate(layers):
             x = self.layer(k, layer, x)
-        # The output layer multiplies in float: see INT8_KERNELS.
-        self.product(x, dense_w, self.add("dense_bias", dense_b), "logits", int8=False)
+        head_int8 = (
+            self.int8_weights
+            and self.int8_kernel == "MatMulNBits"
+            and layers[-1].units >= INT8_HEAD_UNITS
+        )
+        self.product(x, dense_w, self.add("dense_bias", dense_b), "logits", int8=head_int8)
         self.node("Softmax", ["logits"], [spec.output.name], axis=-1)
         # ArgMax over the probabilities, as model.onnx does (the notebook's np.argmax).
         self.node("ArgMax", [spec.output.name], [spec.next.name], axis=-1, keepdims=0)

@@ -143,10 +143,26 @@ def test_wide_int8_lstm_multiplies_in_int8(kernel: str) -> None:
     assert len(step) < 0.5 * len(native)  # the recurrent matrix stays int8 in memory too
 
 
+def test_which_products_run_in_int8() -> None:
+    """The rule INT8_KERNELS and INT8_HEAD_UNITS state, on the graph actually built."""
+
+    def int8_products(cell: str, units: int) -> int:
+        _, int8, spec = _graphs(cell, 1, units=units)
+        step = decompose(parse_model(int8), spec, "int8")
+        return sum(n.op_type == INT8_KERNEL for n in onnx.load_from_string(step).graph.node)
+
+    head = INT8_KERNEL == "MatMulNBits"  # the output layer from INT8_HEAD_UNITS units
+    assert int8_products("simple", 512) == int(head)  # a SimpleRNN's recurrence: float
+    assert int8_products("gru", 512) == 1 + int(head)
+    assert int8_products("lstm", 256) == 1
+    assert int8_products("lstm", 64) == 0
+
+
 def test_the_builder_rule() -> None:
     assert preferred_builder("lstm", 32) == "decomposed"
     assert preferred_builder("simple", 50) == "decomposed"
-    assert preferred_builder("gru", 64) == "native"
+    assert preferred_builder("gru", 32) == "native"
+    assert preferred_builder("gru", 64) == "decomposed"
     assert preferred_builder("gru", 256) == "decomposed"
 
 
