@@ -13,8 +13,8 @@ the activations each step, as LiteRT's dynamic-range kernels do: onnxruntime's
 for LLM decoding) or `DynamicQuantizeMatMul` before that.
 
 Measured (`benchmarks/bench_builders.py`, time per generated character against the native
-operator on the same weights): LSTM 0.71-0.93x, SimpleRNN 0.42-0.82x at 32 to 512 units;
-GRU 0.40-0.98x from 64 units, but at 32 units 1.02x in fp32 (0.95x in int8), where its
+operator on the same weights): LSTM 0.71-0.88x, SimpleRNN 0.64-0.78x at 32 to 512 units;
+GRU 0.35-0.97x from 64 units, but at 32 units 1.03x in fp32 (0.95x in int8), where its
 extra elementwise nodes cost about what the one-hot product saves. Which builder a model
 uses is decided at export (`preferred_builder`) and recorded in `vocab.json`
 (`graph_builder`).
