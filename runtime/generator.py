@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from .artifact import GRAPH_BUILDERS, MODEL_FILES, ModelSpec
 from .binding import BoundRun
-from .decoding import GenerationOptions, GenerationResult, Sampler, StopMatcher
+from .decoding import GenerationOptions, GenerationResult, ProbeSampler, Sampler, StopMatcher
 from .errors import ArtifactError, GenerationSettingsError, PromptError
 from .loading import (
     MAX_MODEL_BYTES,
@@ -180,7 +180,7 @@ class Generator:
         # A stateful model's probe prompt is long enough to use its warm-up session too.
         n = THREADED_WARM_UP + 1 if self.spec.stateful else max(self.spec.min_prompt, 2)
         ids = np.zeros(n, dtype=self._in_dtype)
-        for sampler in (None, Sampler(GenerationOptions(temperature=1.0, seed=0))):
+        for sampler in (None, ProbeSampler()):
             advance, nxt = self._decoder([ids], sampler)
             advance()
             if not 0 <= nxt.item() < self.spec.vocab_size:

@@ -76,6 +76,29 @@ def test_same_seed_same_text_single_and_batched(gen) -> None:
     assert gen.generate(PROMPT, 80, GenerationOptions(temperature=1.3, seed=12)) != first
 
 
+def test_greedy_runs_never_import_numpy_random() -> None:
+    """A greedy cold start does not pay numpy.random's import (10 ms); sampling does, and
+    draws the seed's numbers as before."""
+    code = (
+        "import sys\n"
+        "from runtime import GenerationOptions, Generator\n"
+        "g = Generator.load()\n"
+        "print(g.generate('This is Z', 20))\n"
+        "print('numpy.random' in sys.modules)\n"
+        "print(g.generate('This is Z', 20, GenerationOptions(temperature=0.9, seed=4)))\n"
+        "print('numpy.random' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    greedy, before, sampled, after = out.stdout.splitlines()
+    assert (before, after) == ("False", "True")
+    gen = Generator.load()
+    assert greedy == gen.generate(PROMPT, 20)
+    assert sampled == gen.generate(PROMPT, 20, GenerationOptions(temperature=0.9, seed=4))
+
+
 def test_sampler_follows_the_distribution() -> None:
     probs = np.array([[0.5, 0.3, 0.15, 0.05]], dtype=np.float32)
     out = np.zeros(1, dtype=np.int64)
