@@ -25,7 +25,7 @@ from .loading import (
     default_warmup_threads,
     first_line,
     make_session,
-    make_step_session,
+    make_step_sessions,
     read_model,
     session_options,
 )
@@ -71,6 +71,9 @@ class Generator:
     # Stateful models built "decomposed": the one-character graph generation steps run
     # (runtime.step_graph); None: `session` runs them too.
     step_session: ort.InferenceSession | None = field(default=None, repr=False)
+    # ... and the greedy graph over the same weights, GREEDY_STEPS characters per Run, that
+    # one greedy stream runs on.
+    greedy_session: ort.InferenceSession | None = field(default=None, repr=False)
     _in_dtype: np.dtype = field(init=False, repr=False)
     _char_table: np.ndarray = field(init=False, repr=False)
 
@@ -123,10 +126,10 @@ class Generator:
             )
         opts = session_options(threads, memory_arena=memory_arena)
         session = make_session(data, opts, model_path)
-        step = None
+        steps: tuple[ort.InferenceSession, ort.InferenceSession] | None = None
         if spec.stateful and (graph_builder or spec.graph_builder) == "decomposed":
-            step = make_step_session(spec, model, precision, opts, model_path)
-            if step is None:
+            steps = make_step_sessions(spec, model, precision, opts, model_path)
+            if steps is None:
                 log.warning(
                     "%s: not in the form the decomposed step builder reads; generating "
                     "with model.onnx itself",
@@ -144,7 +147,8 @@ class Generator:
                 model_dir=model_dir,
                 precision=precision,
                 warmup_session=warm,
-                step_session=step,
+                step_session=steps[0] if steps else None,
+                greedy_session=steps[1] if steps else None,
             )
             gen._probe()
         except (RuntimeError, ValueError, UnicodeDecodeError) as exc:
@@ -164,10 +168,17 @@ class Generator:
         model_dir: str | Path = ".",
         *,
         step_session: ort.InferenceSession | None = None,
+        greedy_session: ort.InferenceSession | None = None,
     ) -> Generator:
         """A Generator over a session built elsewhere, without `load`'s file checks: for the
         exporter's own verification of a graph it has just built, and for tests."""
-        return cls(spec=spec, session=session, model_dir=Path(model_dir), step_session=step_session)
+        return cls(
+            spec=spec,
+            session=session,
+            model_dir=Path(model_dir),
+            step_session=step_session,
+            greedy_session=greedy_session,
+        )
 
     @property
     def graph_builder(self) -> str:
@@ -415,6 +426,8 @@ class Generator:
         there = [np.zeros_like(a) for a in here]
         self._warm_up(prompts, here)
         char = np.array([[p[-1]] for p in prompts], dtype=self._in_dtype)
+        if batch == 1 and pick is None and self.greedy_session is not None:
+            return self._greedy_decoder(char, here, there, nxt)
         runs = self._alternating_runs(char, target, here, there)
         # Alternates the two bindings. The cycle holds the BoundRun objects themselves, not
         # just their run methods: they own the state buffers onnxruntime writes into.
@@ -435,20 +448,50 @@ class Generator:
 
         return advance
 
+    def _greedy_decoder(
+        self,
+        char: np.ndarray,
+        here: list[np.ndarray],
+        there: list[np.ndarray],
+        nxt: np.ndarray,
+    ) -> Callable[[], None]:
+        """One greedy stream on the greedy graph: a Run chooses the next GREEDY_STEPS
+        characters, and advance() hands them out one at a time."""
+        from .step_graph import GREEDY_STEPS, greedy_outputs  # loaded with the session
+
+        assert self.greedy_session is not None
+        chosen = np.zeros((GREEDY_STEPS, 1), dtype=np.int64)  # row k: step k's character
+        names = greedy_outputs(self.spec, GREEDY_STEPS)
+        target = {name: chosen[k] for k, name in enumerate(names)}
+        runs = self._alternating_runs(char, target, here, there, self.greedy_session)
+        step = cycle(runs).__next__
+        ahead: list[int] = []  # the chosen characters not handed out yet, last first
+
+        def advance() -> None:
+            if not ahead:
+                step().run()
+                char[0, 0] = chosen[-1, 0]
+                ahead.extend(chosen[::-1, 0].tolist())
+            nxt[0] = ahead.pop()
+
+        return advance
+
     def _alternating_runs(
         self,
         char: np.ndarray,
         target: dict[str, np.ndarray],
         here: list[np.ndarray],
         there: list[np.ndarray],
+        session: ort.InferenceSession | None = None,
     ) -> list[BoundRun]:
         """Two bound step Runs over `char` [batch, 1] that swap the state buffers: the first
         reads `here` and writes `there`, the second the other way round, so no state is
-        ever copied. `target`: the other outputs to write (name -> array)."""
+        ever copied. `target`: the other outputs to write (name -> array). `session`: a
+        decomposed graph to run (default: the one generation steps run on)."""
         spec = self.spec
-        session = self.step_session or self.session
-        # The decomposed step graph reads the ids flat: a view of the same memory.
-        ids = char.reshape(-1) if self.step_session is not None else char
+        session = session or self.step_session or self.session
+        # The decomposed graphs read the ids flat: a view of the same memory.
+        ids = char.reshape(-1) if session is not self.session else char
         ins = [s.input for s in spec.states]
         outs = [s.output for s in spec.states]
         return [

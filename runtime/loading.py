@@ -109,21 +109,25 @@ def make_session(data: bytes, opts: ort.SessionOptions, model_path: Path) -> ort
         ) from None
 
 
-def make_step_session(
+def make_step_sessions(
     spec: ModelSpec, model: Model, precision: str, opts: ort.SessionOptions, model_path: Path
-) -> ort.InferenceSession | None:
-    """A session over the decomposed step graph of a stateful model's vetted graph, or None
-    when `runtime.step_graph` does not recognize the graph or onnxruntime refuses what it
-    built (model.onnx then runs every step)."""
-    from .step_graph import decompose
+) -> tuple[ort.InferenceSession, ort.InferenceSession] | None:
+    """Sessions over the decomposed graphs of a stateful model's vetted graph: the one-step
+    graph and the greedy graph of GREEDY_STEPS characters per Run; or None when
+    `runtime.step_graph` does not recognize the graph or onnxruntime refuses what it built
+    (model.onnx then runs every step)."""
+    from .step_graph import GREEDY_STEPS, decompose
 
-    step = decompose(model, spec, precision)
-    if step is None:
-        return None
-    try:
-        return make_session(step, opts, model_path)
-    except ArtifactError:  # model.onnx itself loaded; it can run the steps too
-        return None
+    sessions = []
+    for steps in (1, GREEDY_STEPS):
+        graph = decompose(model, spec, precision, steps=steps)
+        if graph is None:
+            return None
+        try:
+            sessions.append(make_session(graph, opts, model_path))
+        except ArtifactError:  # model.onnx itself loaded; it can run the steps too
+            return None
+    return sessions[0], sessions[1]
 
 
 def first_line(exc: BaseException) -> str:

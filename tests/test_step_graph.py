@@ -26,7 +26,13 @@ from runtime.onnx_proto import (
     encode_value_info,
     parse_model,
 )
-from runtime.step_graph import INT8_KERNEL, decompose, preferred_builder
+from runtime.step_graph import (
+    GREEDY_STEPS,
+    INT8_KERNEL,
+    decompose,
+    greedy_outputs,
+    preferred_builder,
+)
 
 VOCAB = 23
 
@@ -108,6 +114,44 @@ def test_step_graph_computes_what_the_native_operators_do(cell: str, layers: int
         atol = 5e-3 if precision == "int8" else 1e-5
         assert np.abs(want_p - got_p).max() <= atol
         assert (want_n == got_n).mean() >= (0.97 if atol > 1e-5 else 1.0)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "simple"])
+def test_greedy_graph_is_the_step_graph_fed_its_own_choices(cell: str) -> None:
+    """One Run of the greedy graph of k steps chooses the k characters that k Runs of the
+    one-step graph choose when each choice is fed back, and ends in the same states."""
+    native, int8, spec = _graphs(cell, 2, units=12)
+    rng = np.random.default_rng(2)
+    k = 5
+    for precision, data in (("fp32", native), ("int8", int8)):
+        start = [rng.normal(0, 0.5, (3, s.shape[1])).astype(np.float32) for s in spec.states]
+        ids = rng.integers(0, VOCAB, 3).astype(np.int32)
+        one = ort.InferenceSession(
+            decompose(parse_model(data), spec, precision),
+            session_options(1),
+            providers=["CPUExecutionProvider"],
+        )
+
+        def feed(char: np.ndarray, states: list[np.ndarray]) -> dict[str, np.ndarray]:
+            return {
+                "char_ids": char,
+                **{s.input: v for s, v in zip(spec.states, states, strict=True)},
+            }
+
+        chosen, states, char = [], start, ids
+        for _ in range(k):
+            char, *states = one.run(["next", *(s.output for s in spec.states)], feed(char, states))
+            chosen.append(char)
+            char = char.astype(np.int32)
+        greedy_graph = decompose(parse_model(data), spec, precision, steps=k)
+        greedy = ort.InferenceSession(
+            greedy_graph, session_options(1), providers=["CPUExecutionProvider"]
+        )
+        assert [o.name for o in greedy.get_outputs()][:k] == greedy_outputs(spec, k)
+        got = greedy.run(None, feed(ids, start))
+        assert np.array_equal(np.stack(got[:k]), np.stack(chosen)), precision
+        for want, have in zip(states, got[k:], strict=True):
+            assert np.abs(want - have).max() <= 1e-6, precision
 
 
 # The int8 kernels the installed onnxruntime runs (MatMulNBits' 8 bits need >= 1.22).
@@ -197,8 +241,12 @@ def test_export_records_the_builder_and_load_uses_it(stateful_models) -> None:
     fast = Generator.load(lstm)
     slow = Generator.load(lstm, graph_builder="native")
     assert (fast.graph_builder, slow.graph_builder) == ("decomposed", "native")
+    assert fast.greedy_session is not None and slow.greedy_session is None
     prompt = fast.spec.sample_prompt[:5]
-    assert fast.generate(prompt, 60) == slow.generate(prompt, 60)
+    # Lengths around the greedy graph's steps per Run: it runs past the end, never short.
+    for n in (1, GREEDY_STEPS - 1, GREEDY_STEPS, GREEDY_STEPS + 1, 60):
+        assert fast.generate(prompt, n) == slow.generate(prompt, n)
+    assert "".join(fast.stream(prompt, 60)) == slow.generate(prompt, 60)[len(prompt) :]
     batch = [prompt, prompt[:1], prompt[:3]]
     assert fast.generate_batch(batch, 20) == slow.generate_batch(batch, 20)
     a, b = fast.context(prompt), slow.context(prompt)

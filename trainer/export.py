@@ -137,22 +137,23 @@ def _stateful_parity(
     return max(worst, float(np.abs(whole - expected[:, -1]).max()))
 
 
-def step_session(spec: ModelSpec, onnx_bytes: bytes, precision: str) -> Any:
-    """The session generation steps run on for this spec's graph_builder, built as the
-    runtime builds it (or None: model.onnx itself)."""
-    from runtime.loading import make_step_session, session_options
+def step_sessions(spec: ModelSpec, onnx_bytes: bytes, precision: str) -> tuple[Any, Any]:
+    """The sessions generation steps run on for this spec's graph_builder, built as the
+    runtime builds them: the one-step and the greedy graph (or None, None: model.onnx
+    itself)."""
+    from runtime.loading import make_step_sessions, session_options
     from runtime.onnx_proto import parse_model
 
     if spec.graph_builder != "decomposed":
-        return None
+        return None, None
     opts = session_options(1)
-    step = make_step_session(spec, parse_model(onnx_bytes), precision, opts, Path(MODEL_FILE))
-    if step is None:
+    steps = make_step_sessions(spec, parse_model(onnx_bytes), precision, opts, Path(MODEL_FILE))
+    if steps is None:
         raise ExportError(
             "the runtime cannot build the decomposed step graph of this export; nothing was "
             "published; please report this with the model's settings"
         )
-    return step
+    return steps
 
 
 def verify(
@@ -165,7 +166,7 @@ def verify(
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    step = step_session(spec, onnx_bytes, "fp32")
+    step, greedy = step_sessions(spec, onnx_bytes, "fp32")
     windows = np.ascontiguousarray(windows[:MAX_PARITY_WINDOWS], dtype=np.int32)
     if spec.stateful:
         max_diff = _stateful_parity(session, step or session, model, spec, windows)
@@ -179,7 +180,8 @@ def verify(
             f"ONNX and Keras probabilities differ by {max_diff:.3g} (> {PARITY_ATOL}); "
             "nothing was published; please report this with the model's settings"
         )
-    gen = Generator.from_session(spec, session, step_session=step)
+    # Generation's own sessions: the greedy text below runs on the greedy graph.
+    gen = Generator.from_session(spec, session, step_session=step, greedy_session=greedy)
     onnx_text = gen.generate(prompt, GREEDY_CHECK_LENGTH)[len(prompt) :]
     if spec.stateful:
         keras_ids = keras_greedy_stateful(model, gen.encode(prompt), GREEDY_CHECK_LENGTH)
@@ -240,7 +242,7 @@ def int8_variant(
             session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
             picks.append(run_chunked(session, NEXT_NAME, windows))
             continue
-        step = step_session(spec, data, precision) or ort.InferenceSession(
+        step = step_sessions(spec, data, precision)[0] or ort.InferenceSession(
             data, providers=["CPUExecutionProvider"]
         )
         picks.append(np.stack(list(run_steps(step, NEXT_NAME, windows, spec.states))))
