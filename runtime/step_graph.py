@@ -106,6 +106,8 @@ GREEDY_STEPS = 8
 def greedy_outputs(spec: ModelSpec, steps: int = GREEDY_STEPS) -> list[str]:
     """The greedy graph's outputs of the characters it chose, in order, each [batch] int64
     (its states come out under the spec's names, as the one-step graph's do)."""
+    if steps == 1:  # the one-step graph itself
+        return [spec.next.name]
     return [_in_step(k, spec.next.name) for k in range(steps)]
 
 
