@@ -495,7 +495,7 @@ def model_card(gen: Generator) -> str:
         lines.append(
             f"steps run:   {gen.graph_builder} "
             + (
-                "(a step graph built at load from model.onnx's weights)"
+                "(step graphs built at load from model.onnx's weights)"
                 if gen.graph_builder == "decomposed"
                 else "(model.onnx)"
             )

@@ -12,12 +12,15 @@ the activations each step, as LiteRT's dynamic-range kernels do: onnxruntime's
 `MatMulNBits` with 8 bits (from onnxruntime 1.22, whose one-row kernels are the ones built
 for LLM decoding) or `DynamicQuantizeMatMul` before that.
 
-Measured (`benchmarks/bench_builders.py`, time per generated character against the native
-operator on the same weights): LSTM 0.71-0.88x, SimpleRNN 0.64-0.78x at 32 to 512 units;
-GRU 0.35-0.97x from 64 units, but at 32 units 1.03x in fp32 (0.95x in int8), where its
-extra elementwise nodes cost about what the one-hot product saves. Which builder a model
-uses is decided at export (`preferred_builder`) and recorded in `vocab.json`
-(`graph_builder`).
+Greedy generation of one stream runs the greedy graph: GREEDY_STEPS copies of the step
+chained in one graph, each reading the character the one before chose, so that a Run's
+fixed cost is paid once for all of them. Sampling, batches and `Context` run the one-step
+graph.
+
+Measured (`benchmarks/bench_builders.py`, greedy time per generated character against the
+native operator on the same weights, 32 to 512 units): LSTM 0.67-0.84x, GRU 0.37-0.88x,
+SimpleRNN 0.44-0.73x. Which builder a model uses is decided at export (`preferred_builder`)
+and recorded in `vocab.json` (`graph_builder`).
 
 The builder reads only graphs that `graph_rules` has accepted, and recognizes exactly the
 shape textgen-train writes; anything else returns None and the native graph runs every
@@ -88,11 +91,10 @@ _ACT_OPS = {op.encode(): op for op in ACTIVATIONS.values()}  # attribute bytes -
 def preferred_builder(cell: str, units: int) -> str:
     """The builder a stateful model of `cell` ("lstm", "gru", "simple") and `units` gets.
 
-    From bench_builders' measurements: decomposed is faster for LSTM and SimpleRNN at every
-    size measured (32-512 units) and for GRU from 64 units.
+    From bench_builders' measurements: decomposed is faster for every cell at every size
+    measured (32-512 units; GRU 32 too since greedy text runs on the greedy graph, 0.87x
+    native, where one step per Run measured 1.03x).
     """
-    if cell == "gru" and units < 64:
-        return NATIVE
     return DECOMPOSED
 
 

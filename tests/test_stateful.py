@@ -54,9 +54,8 @@ def test_export_records_mode_states_and_parity(stateful_model) -> None:
     assert doc["graph"]["input"]["shape"] == [None, None]
     assert spec.training["parity_max_abs_diff"] <= 1e-5
     assert spec.training["train_chunks"] > 0 and "train_windows" not in spec.training
-    # 16 units: SimpleRNN and LSTM steps run decomposed, a GRU this small natively.
-    builder = "native" if spec.architecture["cell"] == "gru" else "decomposed"
-    assert doc["graph_builder"] == builder == Generator.load(out).graph_builder
+    # Every cell's steps run decomposed (runtime.step_graph.preferred_builder).
+    assert doc["graph_builder"] == "decomposed" == Generator.load(out).graph_builder
 
 
 def test_runtime_matches_the_keras_sequence_model(stateful_model) -> None:

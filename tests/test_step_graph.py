@@ -205,8 +205,7 @@ def test_which_products_run_in_int8() -> None:
 def test_the_builder_rule() -> None:
     assert preferred_builder("lstm", 32) == "decomposed"
     assert preferred_builder("simple", 50) == "decomposed"
-    assert preferred_builder("gru", 32) == "native"
-    assert preferred_builder("gru", 64) == "decomposed"
+    assert preferred_builder("gru", 32) == "decomposed"
     assert preferred_builder("gru", 256) == "decomposed"
 
 
@@ -234,10 +233,15 @@ def stateful_models(tmp_path_factory, corpus_file) -> dict[str, Path]:
     return out
 
 
-def test_export_records_the_builder_and_load_uses_it(stateful_models) -> None:
+def test_export_records_the_builder_and_load_uses_it(stateful_models, tmp_path) -> None:
     lstm, gru = stateful_models["lstm"], stateful_models["gru"]
-    assert json.loads((lstm / "vocab.json").read_text())["graph_builder"] == "decomposed"
-    assert json.loads((gru / "vocab.json").read_text())["graph_builder"] == "native"
+    for path in (lstm, gru):
+        assert json.loads((path / "vocab.json").read_text())["graph_builder"] == "decomposed"
+    recorded = tmp_path / "native"  # an export that recorded "native"
+    shutil.copytree(gru, recorded)
+    edit_vocab(recorded, lambda d: d.__setitem__("graph_builder", "native"))
+    assert Generator.load(recorded).graph_builder == "native"
+    assert Generator.load(recorded, graph_builder="decomposed").graph_builder == "decomposed"
     fast = Generator.load(lstm)
     slow = Generator.load(lstm, graph_builder="native")
     assert (fast.graph_builder, slow.graph_builder) == ("decomposed", "native")
@@ -260,8 +264,8 @@ def test_export_records_the_builder_and_load_uses_it(stateful_models) -> None:
     assert int8.graph_builder == "decomposed"
     texts = int8.generate_batch(batch, 20)
     assert texts == [int8.generate(p, 20) for p in batch]
-    assert Generator.load(gru).graph_builder == "native"
-    assert Generator.load(gru, graph_builder="decomposed").graph_builder == "decomposed"
+    assert Generator.load(gru).graph_builder == "decomposed"
+    assert Generator.load(gru, graph_builder="native").graph_builder == "native"
 
 
 def test_bad_graph_builder_settings_are_refused(stateful_models, model_copy) -> None:
@@ -329,12 +333,15 @@ def test_written_protobuf_reads_back() -> None:
     assert np.array_equal(session.run(None, {"x": x})[0], x @ arrays["f"])
 
 
-def test_info_says_how_steps_run(stateful_models) -> None:
+def test_info_says_how_steps_run(stateful_models, tmp_path) -> None:
     from click.testing import CliRunner
 
     from runtime.cli import main
 
-    for cell, builder in (("lstm", "decomposed"), ("gru", "native")):
-        result = CliRunner().invoke(main, ["info", "--model", str(stateful_models[cell])])
+    recorded = tmp_path / "native"
+    shutil.copytree(stateful_models["gru"], recorded)
+    edit_vocab(recorded, lambda d: d.__setitem__("graph_builder", "native"))
+    for path, builder in ((stateful_models["lstm"], "decomposed"), (recorded, "native")):
+        result = CliRunner().invoke(main, ["info", "--model", str(path)])
         assert result.exit_code == 0, result.output
         assert f"steps run:   {builder} " in result.output
