@@ -17,6 +17,7 @@ from onnx import numpy_helper
 
 from runtime import Generator
 from runtime.artifact import MODEL_FILE, StateSpec, TensorSpec
+from runtime.decoding import GenerationOptions
 from runtime.errors import ArtifactError, GenerationSettingsError
 from runtime.loading import session_options
 from runtime.onnx_proto import (
@@ -250,7 +251,14 @@ def test_export_records_the_builder_and_load_uses_it(stateful_models, tmp_path) 
     # Lengths around the greedy graph's steps per Run: it runs past the end, never short.
     for n in (1, GREEDY_STEPS - 1, GREEDY_STEPS, GREEDY_STEPS + 1, 60):
         assert fast.generate(prompt, n) == slow.generate(prompt, n)
-    assert "".join(fast.stream(prompt, 60)) == slow.generate(prompt, 60)[len(prompt) :]
+    text = slow.generate(prompt, 60)[len(prompt) :]
+    assert "".join(fast.stream(prompt, 60)) == text
+    # A stop string inside a Run's characters ends the text there, as it does natively.
+    stop = GenerationOptions(stop=(text[9:11],))
+    runs = [g.run(prompt, 60, stop) for g in (fast, slow)]
+    assert [(r.text, r.stopped, r.stop) for r in runs] == [
+        (text[: text.index(text[9:11]) + 2], "stop", text[9:11])
+    ] * 2
     batch = [prompt, prompt[:1], prompt[:3]]
     assert fast.generate_batch(batch, 20) == slow.generate_batch(batch, 20)
     a, b = fast.context(prompt), slow.context(prompt)
