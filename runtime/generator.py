@@ -72,7 +72,7 @@ class Generator:
     # (runtime.step_graph); None: `session` runs them too.
     step_session: ort.InferenceSession | None = field(default=None, repr=False)
     # ... and the greedy graph over the same weights, GREEDY_STEPS characters per Run, that
-    # one greedy stream runs on.
+    # one greedy stream runs on (None: the one-step graph runs it; see wants_greedy_graph).
     greedy_session: ort.InferenceSession | None = field(default=None, repr=False)
     _in_dtype: np.dtype = field(init=False, repr=False)
     _char_table: np.ndarray = field(init=False, repr=False)
@@ -126,7 +126,7 @@ class Generator:
             )
         opts = session_options(threads, memory_arena=memory_arena)
         session = make_session(data, opts, model_path)
-        steps: tuple[ort.InferenceSession, ort.InferenceSession] | None = None
+        steps: tuple[ort.InferenceSession, ort.InferenceSession | None] | None = None
         if spec.stateful and (graph_builder or spec.graph_builder) == "decomposed":
             steps = make_step_sessions(spec, model, precision, opts, model_path)
             if steps is None:

@@ -12,10 +12,10 @@ the activations each step, as LiteRT's dynamic-range kernels do: onnxruntime's
 `MatMulNBits` with 8 bits (from onnxruntime 1.22, whose one-row kernels are the ones built
 for LLM decoding) or `DynamicQuantizeMatMul` before that.
 
-Greedy generation of one stream runs the greedy graph: GREEDY_STEPS copies of the step
-chained in one graph, each reading the character the one before chose, so that a Run's
-fixed cost is paid once for all of them. Sampling, batches and `Context` run the one-step
-graph.
+Greedy generation of one stream runs the greedy graph (layers up to GREEDY_MAX_UNITS wide):
+GREEDY_STEPS copies of the step chained in one graph, each reading the character the one
+before chose, so that a Run's fixed cost is paid once for all of them. Sampling, batches,
+`Context` and wider models run the one-step graph.
 
 Measured (`benchmarks/bench_builders.py`, greedy time per generated character against the
 native operator on the same weights, 32 to 512 units): LSTM 0.67-0.84x, GRU 0.37-0.88x,
@@ -103,6 +103,16 @@ def preferred_builder(cell: str, units: int) -> str:
 # measured 7.7 us per character with one per Run, 7.3 with 2, 7.1 with 4, 6.9 with 8 and
 # 6.8 with 16; 8 keeps the graph small and wastes at most 7 steps at the end of a text.
 GREEDY_STEPS = 8
+# The widest layer a greedy graph is built for. It is a second session over the weights,
+# whose float matrices onnxruntime packs again: up to 256 units it saved 0.8-2.9 us a
+# character (bench_litert: 5-15%) for 2-4 MB of peak RSS; at 512 units it saved 1.7 us of
+# 54 (3%) for 36 MB in fp32, and 0.2 us of 20 for 4 MB in int8.
+GREEDY_MAX_UNITS = 256
+
+
+def wants_greedy_graph(spec: ModelSpec) -> bool:
+    """Whether greedy generation of this stateful model gets a greedy graph."""
+    return max(s.shape[1] for s in spec.states) <= GREEDY_MAX_UNITS
 
 
 def greedy_outputs(spec: ModelSpec, steps: int = GREEDY_STEPS) -> list[str]:

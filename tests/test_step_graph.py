@@ -33,6 +33,7 @@ from runtime.step_graph import (
     decompose,
     greedy_outputs,
     preferred_builder,
+    wants_greedy_graph,
 )
 
 VOCAB = 23
@@ -201,6 +202,12 @@ def test_which_products_run_in_int8() -> None:
     assert int8_products("gru", 512) == 1 + int(head)
     assert int8_products("lstm", 256) == 1
     assert int8_products("lstm", 64) == 0
+
+
+def test_only_narrow_models_get_a_greedy_graph() -> None:
+    """The greedy graph is a second session over the weights: built up to 256 units."""
+    assert wants_greedy_graph(_spec([("h0", "h0_out", 256), ("c0", "c0_out", 256)]))
+    assert not wants_greedy_graph(_spec([("h0", "h0_out", 64), ("h1", "h1_out", 512)]))
 
 
 def test_the_builder_rule() -> None:

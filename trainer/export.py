@@ -139,8 +139,8 @@ def _stateful_parity(
 
 def step_sessions(spec: ModelSpec, onnx_bytes: bytes, precision: str) -> tuple[Any, Any]:
     """The sessions generation steps run on for this spec's graph_builder, built as the
-    runtime builds them: the one-step and the greedy graph (or None, None: model.onnx
-    itself)."""
+    runtime builds them: the one-step and the greedy graph (None where the model gets
+    none), or None, None: model.onnx itself."""
     from runtime.loading import make_step_sessions, session_options
     from runtime.onnx_proto import parse_model
 
