@@ -15,17 +15,16 @@ faster one here. Writes the "builders" section of BENCHMARKS.md (or --output).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import onnxruntime as ort  # noqa: E402
 from bench_litert import train_stateful  # noqa: E402
 from corpora import kjv  # noqa: E402
-from report import machine, publish  # noqa: E402
+from report import interleaved_times, machine, publish  # noqa: E402
 
 import trainer  # noqa: E402,F401  (quiets TensorFlow's C++ logging before it loads)
 from runtime import Generator  # noqa: E402
@@ -44,15 +43,8 @@ def interleaved(
     gens: dict[str, Generator], n: int, repeats: int, prompt: str = PROMPT
 ) -> dict[str, float]:
     """Median µs per generated character of each generator, runs interleaved."""
-    times: dict[str, list[float]] = {k: [] for k in gens}
-    for g in gens.values():
-        g.generate(prompt, n)
-    for _ in range(repeats):
-        for k, g in gens.items():
-            start = time.perf_counter()
-            g.generate(prompt, n)
-            times[k].append((time.perf_counter() - start) / n * 1e6)
-    return {k: statistics.median(v) for k, v in times.items()}
+    fns = {k: partial(g.generate, prompt, n) for k, g in gens.items()}
+    return {k: s / n * 1e6 for k, s in interleaved_times(fns, repeats).items()}
 
 
 def unrolled_window_graph(model_dir: Path) -> bytes:

@@ -17,19 +17,19 @@ fresh process loading it. Writes the "litert" section of BENCHMARKS.md (or --out
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpora import kjv  # noqa: E402
-from report import machine, publish  # noqa: E402
+from report import interleaved_times, machine, publish  # noqa: E402
 
 import trainer  # noqa: E402,F401  (quiets TensorFlow's C++ logging before it loads)
 from runtime import Generator  # noqa: E402
@@ -108,14 +108,10 @@ def litert_text(step, zero, gen: Generator, prompt: str, n: int) -> str:
     return prompt + "".join(out)
 
 
-def per_char(fn, n: int, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) / n * 1e6)
-    return statistics.median(times)
+def per_char(fns: list[Callable[[], object]], n: int, repeats: int) -> list[float]:
+    """Median µs per character of each fn (which generates `n`), the repeats interleaved."""
+    medians = interleaved_times(dict(enumerate(fns)), repeats)
+    return [medians[k] / n * 1e6 for k in range(len(fns))]
 
 
 def peak_rss_mb(model_dir: Path, precision: str) -> float:
@@ -162,8 +158,11 @@ def window_row(tmp: Path, corpus: Path, seq: int, steps: int, n: int, repeats: i
     )
     prompt = " ".join([PROMPT] * -(-(seq + 1) // len(PROMPT)))  # at least one window
     same = python_loop(step, gen, prompt, 200) == gen.generate(prompt, 200)
-    ours = per_char(lambda: gen.generate(prompt, n), n, repeats)
-    theirs = per_char(lambda: python_loop(step, gen, prompt, n), n, repeats)
+    ours, theirs = per_char(
+        [partial(gen.generate, prompt, n), partial(python_loop, step, gen, prompt, n)],
+        n,
+        repeats,
+    )
     rss = peak_rss_mb(out, "fp32")
     return (f"lstm window {seq}", 256, "fp32", "native", ours, None, None, theirs, same, rss, 1)
 
@@ -219,13 +218,17 @@ def main() -> None:
                 ours_text = gen.generate(PROMPT, 200)
                 twin_text = litert_text(step, zero, gen, PROMPT, 200)
                 same = ours_text == twin_text
-                ours = per_char(lambda g=gen: g.generate(PROMPT, n), n, repeats)
                 # The same step graph, one character per Run (no greedy graph).
                 single = replace(gen, greedy_session=None)
-                one = per_char(lambda g=single: g.generate(PROMPT, n), n, repeats)
-                before = per_char(lambda g=native: g.generate(PROMPT, n), n, repeats)
-                theirs = per_char(
-                    lambda s=step, z=zero, g=gen: litert_text(s, z, g, PROMPT, n), n, repeats
+                ours, one, before, theirs = per_char(
+                    [
+                        partial(gen.generate, PROMPT, n),
+                        partial(single.generate, PROMPT, n),
+                        partial(native.generate, PROMPT, n),
+                        partial(litert_text, step, zero, gen, PROMPT, n),
+                    ],
+                    n,
+                    repeats,
                 )
                 size = gen.spec.variants["int8"]["size_vs_fp32"] if precision == "int8" else 1
                 rss = peak_rss_mb(out, precision)
@@ -243,9 +246,10 @@ def main() -> None:
         "against ours); window models as LiteRT's default conversion of the Keras model. "
         f"Greedy generation of {n:,} characters after a {len(PROMPT)}-character prompt "
         "(repeated to cover a window for window models), one thread, the same kind of Python "
-        "loop for both. Builder: how our generation steps ran (vocab.json's `graph_builder`); "
-        "greedy generation of a decomposed model runs 8 characters per Run (the greedy graph), "
-        "the LiteRT twin one per invoke; the next two columns are the same model with one "
+        "loop for both, the contenders' repeats interleaved. Builder: how our generation "
+        "steps ran (vocab.json's `graph_builder`); greedy generation of a decomposed model "
+        "up to 256 units runs 8 characters per Run (the greedy graph), the LiteRT twin one per "
+        "invoke; the next two columns are the same model with one "
         "character per Run on the step graph, and forced to run model.onnx every step.",
         "",
         "| model | precision | builder | rnn-textgen µs/char | (one char per Run) "

@@ -31,6 +31,21 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall-clock seconds of each `fn()` over `repeats` rounds that call them in turn
+    (after one warm-up call each): a noisy moment on a shared machine then slows one round
+    of every contender instead of all the repeats of one."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def machine() -> str:
     """One line describing where the numbers were taken."""
     cpu = platform.processor() or platform.machine()
