@@ -223,7 +223,6 @@ def main() -> None:
                     partial(native.generate, PROMPT, n),
                     partial(litert_text, step, zero, gen, PROMPT, n),
                 ]
-                one = None
                 if gen.greedy_session is not None:
                     # The same step graph, one character per Run (no greedy graph).
                     single = replace(gen, greedy_session=None)
