@@ -18,8 +18,8 @@ before chose, so that a Run's fixed cost is paid once for all of them. Sampling,
 `Context` and wider models run the one-step graph.
 
 Measured (`benchmarks/bench_builders.py`, greedy time per generated character against the
-native operator on the same weights, 32 to 512 units): LSTM 0.67-0.84x, GRU 0.37-0.88x,
-SimpleRNN 0.44-0.73x. Which builder a model uses is decided at export (`preferred_builder`)
+native operator on the same weights, 32 to 512 units): LSTM 0.68-0.87x, GRU 0.38-0.91x,
+SimpleRNN 0.38-0.79x. Which builder a model uses is decided at export (`preferred_builder`)
 and recorded in `vocab.json` (`graph_builder`).
 
 The builder reads only graphs that `graph_rules` has accepted, and recognizes exactly the
@@ -92,8 +92,8 @@ def preferred_builder(cell: str, units: int) -> str:
     """The builder a stateful model of `cell` ("lstm", "gru", "simple") and `units` gets.
 
     From bench_builders' measurements: decomposed is faster for every cell at every size
-    measured (32-512 units; GRU 32 too since greedy text runs on the greedy graph, 0.87x
-    native, where one step per Run measured 1.03x).
+    measured (32-512 units; GRU 32 too since greedy text runs on the greedy graph: 0.87x
+    and 0.91x native in two runs, where one step per Run measured 1.03x).
     """
     return DECOMPOSED
 
@@ -104,8 +104,8 @@ def preferred_builder(cell: str, units: int) -> str:
 # 6.8 with 16; 8 keeps the graph small and wastes at most 7 steps at the end of a text.
 GREEDY_STEPS = 8
 # The widest layer a greedy graph is built for. It is a second session over the weights,
-# whose float matrices onnxruntime packs again: up to 256 units it saved 0.8-2.9 us a
-# character (bench_litert: 5-15%) for 2-4 MB of peak RSS; at 512 units it saved 1.7 us of
+# whose float matrices onnxruntime packs again: up to 256 units it saved 0.5-2.7 us a
+# character (bench_litert: 5-16%) for 2-4 MB of peak RSS; at 512 units it saved 1.7 us of
 # 54 (3%) for 36 MB in fp32, and 0.2 us of 20 for 4 MB in int8.
 GREEDY_MAX_UNITS = 256
 
