@@ -110,23 +110,28 @@ def make_session(data: bytes, opts: ort.SessionOptions, model_path: Path) -> ort
 
 
 def make_step_sessions(
-    spec: ModelSpec, model: Model, precision: str, opts: ort.SessionOptions, model_path: Path
+    spec: ModelSpec,
+    model: Model,
+    precision: str,
+    opts: ort.SessionOptions,
+    model_path: Path,
+    greedy: bool = True,
 ) -> tuple[ort.InferenceSession, ort.InferenceSession | None] | None:
     """Sessions over the decomposed graphs of a stateful model's vetted graph: the one-step
-    graph, and the greedy graph of GREEDY_STEPS characters per Run where the model is narrow
-    enough for one (else None); or None when `runtime.step_graph` does not recognize the
-    graph or onnxruntime refuses what it built (model.onnx then runs every step)."""
-    from .step_graph import GREEDY_STEPS, decompose, wants_greedy_graph
+    graph, and the greedy graph of GREEDY_STEPS characters per Run where `greedy` asks for
+    it and the model is narrow enough for one (else None); or None when
+    `runtime.step_graph` does not recognize the graph or onnxruntime refuses what it built
+    (model.onnx then runs every step)."""
+    from .step_graph import GREEDY_STEPS, decompose_each, wants_greedy_graph
 
-    sessions = []
-    for steps in (1, GREEDY_STEPS) if wants_greedy_graph(spec) else (1,):
-        graph = decompose(model, spec, precision, steps=steps)
-        if graph is None:
-            return None
-        try:
-            sessions.append(make_session(graph, opts, model_path))
-        except ArtifactError:  # model.onnx itself loaded; it can run the steps too
-            return None
+    counts = (1, GREEDY_STEPS) if greedy and wants_greedy_graph(spec) else (1,)
+    graphs = decompose_each(model, spec, precision, counts)
+    if graphs is None:
+        return None
+    try:
+        sessions = [make_session(graph, opts, model_path) for graph in graphs]
+    except ArtifactError:  # model.onnx itself loaded; it can run the steps too
+        return None
     return sessions[0], sessions[1] if len(sessions) > 1 else None
 
 

@@ -29,6 +29,7 @@ step (always correct, only slower). The graph built here never leaves the proces
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,14 +158,29 @@ def decompose(
     graph is not one this builder recognizes. `int8_kernel`: one of INT8_KERNELS (the
     default is the faster one the installed onnxruntime runs). `steps` > 1: the greedy
     graph, which runs that many characters per Run (see `greedy_outputs`)."""
+    graphs = decompose_each(model, spec, precision, (steps,), int8_kernel)
+    return None if graphs is None else graphs[0]
+
+
+def decompose_each(
+    model: Model,
+    spec: ModelSpec,
+    precision: str,
+    counts: Sequence[int],
+    int8_kernel: str = INT8_KERNEL,
+) -> list[bytes] | None:
+    """`decompose` for each number of steps in `counts`, from one reading of the weights
+    (folding and quantizing them is most of the work)."""
     if not spec.stateful or model.graph is None:
         return None
     if int8_kernel not in INT8_KERNELS:
         raise ValueError(f"int8_kernel must be one of {', '.join(INT8_KERNELS)}")
-    if steps < 1:
+    if any(n < 1 for n in counts):
         raise ValueError("steps must be at least 1")
     try:
-        return _Builder(model, spec, precision, int8_kernel).build(steps)
+        builder = _Builder(model, spec, precision, int8_kernel)
+        builder.build()
+        return [builder.serialized(n) for n in counts]
     except (_Unknown, ProtoError, ValueError, IndexError, KeyError):
         # A graph graph_rules accepted but not in our exporters' exact form (an edited or
         # fuzzed file): model.onnx itself still runs every step correctly.
@@ -185,7 +201,7 @@ class _Builder:
         for node in self.graph.nodes:
             if node.op_type == "DequantizeLinear" and all(i in self.consts for i in node.inputs):
                 self.consts[node.outputs[0]] = _dequantize(node, self.consts)
-        # One step's nodes (op, inputs, outputs, int attributes), encoded by build().
+        # One step's nodes (op, inputs, outputs, int attributes), encoded by serialized().
         self.nodes: list[tuple[str, list[str], list[str], dict[str, int]]] = []
         self.inits: list[Parts] = []
         self.init_names: set[str] = set()
@@ -428,7 +444,8 @@ class _Builder:
         self.node("Add", [f"{p}_n", f"{p}_zd"], [layer.h_out])
         return layer.h_out
 
-    def build(self, steps: int) -> bytes:
+    def build(self) -> None:
+        """Emit one step's nodes and initializers from the native graph's weights."""
         spec = self.spec
         layers = self.layers()
         dense_w, dense_b = self.head(layers[-1].h_out)
@@ -452,6 +469,10 @@ class _Builder:
         self.node("Softmax", ["logits"], [spec.output.name], axis=-1)
         # ArgMax over the probabilities, as model.onnx does (the notebook's np.argmax).
         self.node("ArgMax", [spec.output.name], [spec.next.name], axis=-1, keepdims=0)
+
+    def serialized(self, steps: int) -> bytes:
+        """The serialized graph of `steps` chained copies of the built step."""
+        spec = self.spec
         in_type = INT32 if spec.input.dtype == "int32" else INT64
         inputs = [encode_value_info(spec.input.name, in_type, ["batch"])]
         if steps == 1:
