@@ -484,12 +484,13 @@ class Generator:
         chosen = np.zeros((GREEDY_STEPS, 1), dtype=np.int64)  # row k: step k's character
         names = greedy_outputs(self.spec, GREEDY_STEPS)
         target = {name: chosen[k] for k, name in enumerate(names)}
-        runs = self._alternating_runs(char, target, here, there, self.greedy_session)
+        ids = char.astype(np.int64)  # the greedy graph reads int64, whatever model.onnx reads
+        runs = self._alternating_runs(ids, target, here, there, self.greedy_session)
         step = cycle(runs).__next__
 
         def advance() -> None:
             step().run()
-            char[0, 0] = chosen[-1, 0]
+            ids[0, 0] = chosen[-1, 0]
 
         return advance, chosen
 

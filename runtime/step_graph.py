@@ -170,7 +170,7 @@ def decompose_each(
     int8_kernel: str = INT8_KERNEL,
 ) -> list[bytes] | None:
     """`decompose` for each number of steps in `counts`, from one reading of the weights
-    (folding and quantizing them is most of the work)."""
+    (folding and quantizing them is most of the work; the graphs share those arrays)."""
     if not spec.stateful or model.graph is None:
         return None
     if int8_kernel not in INT8_KERNELS:
@@ -179,8 +179,11 @@ def decompose_each(
         raise ValueError("steps must be at least 1")
     try:
         builder = _Builder(model, spec, precision, int8_kernel)
-        builder.build()
-        return [builder.serialized(n) for n in counts]
+        graphs = []
+        for n in counts:
+            builder.build(greedy=n > 1)
+            graphs.append(builder.serialized(n))
+        return graphs
     except (_Unknown, ProtoError, ValueError, IndexError, KeyError):
         # A graph graph_rules accepted but not in our exporters' exact form (an edited or
         # fuzzed file): model.onnx itself still runs every step correctly.
@@ -203,8 +206,11 @@ class _Builder:
                 self.consts[node.outputs[0]] = _dequantize(node, self.consts)
         # One step's nodes (op, inputs, outputs, int attributes), encoded by serialized().
         self.nodes: list[tuple[str, list[str], list[str], dict[str, int]]] = []
-        self.inits: list[Parts] = []
-        self.init_names: set[str] = set()
+        self.greedy = False  # which step build() emits: see there
+        self.rows: set[str] = set()  # tensors that are one [N] row of a table (greedy step)
+        self._layers: list[_Layer] | None = None
+        # Initializers by name, shared by every graph this builder serializes.
+        self.inits: dict[str, Parts] = {}
 
     # --- reading the native graph -------------------------------------------------------
 
@@ -304,9 +310,17 @@ class _Builder:
     # --- writing the step graph ---------------------------------------------------------
 
     def add(self, name: str, array: np.ndarray) -> str:
-        self.inits.append(encode_tensor(name, array))
-        self.init_names.add(name)
+        self.inits[name] = encode_tensor(name, array)
         return name
+
+    def row(self, table: str, ids: str, out: str) -> None:
+        """out = the table's rows for `ids`: [batch, N], or in the greedy step (one id
+        of shape [1]) the one row as [N], the shape MatMulNBits' bias input must have."""
+        if self.greedy:
+            self.node("GatherND", [table, ids], [out])
+            self.rows.add(out)
+        else:
+            self.node("Gather", [table, ids], [out])
 
     def node(self, op: str, inputs: list[str], outputs: list[str], **ints: int) -> None:
         self.nodes.append((op, inputs, outputs, ints))
@@ -321,7 +335,7 @@ class _Builder:
         finals = set(state_out.values())
 
         def name(k: int, x: str) -> str:
-            if steps == 1 or not x or x in self.init_names:
+            if steps == 1 or not x or x in self.inits:
                 return x
             if x == spec.input.name or x in state_out:  # a graph input of the step
                 return x if k == 0 else _in_step(k - 1, state_out.get(x, spec.next.name))
@@ -341,8 +355,11 @@ class _Builder:
         """out = x @ weight + addend (addend: a tensor of the graph, or a bias constant),
         multiplied in int8 (weights quantized per output column) or in float."""
         if int8 and self.int8_kernel == "MatMulNBits":
-            self.nbits_product(x, weight, f"{out}_mm")
-            self.node("Add", [f"{out}_mm", addend], [out])
+            if addend in self.rows or addend in self.inits:  # [N]: MatMulNBits adds it itself
+                self.nbits_product(x, weight, out, bias=addend)
+            else:
+                self.nbits_product(x, weight, f"{out}_mm")
+                self.node("Add", [f"{out}_mm", addend], [out])
         elif int8:
             q, scale = symmetric_int8(weight, axis=1)
             zero = np.zeros_like(scale, dtype=np.int8)
@@ -353,18 +370,21 @@ class _Builder:
         else:
             self.node("Gemm", [x, self.add(f"{out}_w", weight), addend], [out])
 
-    def nbits_product(self, x: str, weight: np.ndarray, out: str) -> None:
+    def nbits_product(self, x: str, weight: np.ndarray, out: str, bias: str = "") -> None:
         """out = x @ weight through MatMulNBits: the same int8 integers and per-column scales
         as DynamicQuantizeMatMul's, stored unsigned (+128, its default zero point) as
         [columns, blocks, block] with the input axis padded to whole blocks."""
         k, n = weight.shape
         block = _nbits_block(k)
         blocks = -(-k // block)
-        q, scale = symmetric_int8(weight, axis=1)
-        stored = np.full((n, blocks * block), 128, np.uint8)
-        stored[:, :k] = (q.T.astype(np.int16) + 128).astype(np.uint8)
-        ins = [x, self.add(f"{out}_q", stored.reshape(n, blocks, block))]
-        ins.append(self.add(f"{out}_s", np.repeat(scale, blocks)))
+        name = out.removesuffix("_mm")  # the weights' names do not depend on `bias`
+        if f"{name}_q" not in self.inits:
+            q, scale = symmetric_int8(weight, axis=1)
+            stored = np.full((n, blocks * block), 128, np.uint8)
+            stored[:, :k] = (q.T.astype(np.int16) + 128).astype(np.uint8)
+            self.add(f"{name}_q", stored.reshape(n, blocks, block))
+            self.add(f"{name}_s", np.repeat(scale, blocks))
+        ins = [x, f"{name}_q", f"{name}_s"] + (["", "", bias] if bias else [])
         # accuracy_level 4: int8 products over activations quantized per block.
         self.node("MatMulNBits", ins, [out], K=k, N=n, bits=8, block_size=block, accuracy_level=4)
 
@@ -389,7 +409,7 @@ class _Builder:
         folded = reorder_gates(w_b + r_b, order, gates)
         act = layer.acts
         if k == 0:
-            self.node("Gather", [self.add(f"{p}_table", w + folded[None]), x], [f"{p}_x"])
+            self.row(self.add(f"{p}_table", w + folded[None]), x, f"{p}_x")
         else:
             self.product(x, w, self.add(f"{p}_b", folded), f"{p}_x", int8)
         self.product(layer.h_in, r, f"{p}_x", f"{p}_z", int8)
@@ -419,9 +439,9 @@ class _Builder:
         zr_bias = w_b[: 2 * u] + r_b[: 2 * u]
         if k == 0:  # two tables: [x_zr + biases | Rb_h] and x_h + Wb_h
             first = np.concatenate([w[:, : 2 * u] + zr_bias, np.tile(r_b[2 * u :], (len(w), 1))], 1)
-            self.node("Gather", [self.add(f"{p}_table", first), x], [f"{p}_add"])
+            self.row(self.add(f"{p}_table", first), x, f"{p}_add")
             second = w[:, 2 * u :] + w_b[2 * u :]
-            self.node("Gather", [self.add(f"{p}_table_h", second), x], [f"{p}_xh"])
+            self.row(self.add(f"{p}_table_h", second), x, f"{p}_xh")
             self.product(layer.h_in, r, f"{p}_add", f"{p}_s", int8)
             self.split(f"{p}_s", [2 * u, u], [f"{p}_zr_in", f"{p}_hh"])
         else:  # the layer below's h: a product for each, then add the z, r parts
@@ -444,10 +464,22 @@ class _Builder:
         self.node("Add", [f"{p}_n", f"{p}_zd"], [layer.h_out])
         return layer.h_out
 
-    def build(self) -> None:
-        """Emit one step's nodes and initializers from the native graph's weights."""
+    def build(self, greedy: bool = False) -> None:
+        """Emit one step's nodes, and its initializers, from the native graph's weights.
+
+        `greedy`: the greedy graph's step, which reads one stream (ids [1]) and writes no
+        probabilities. Its first layer reads its table row as one [N] row, which
+        MatMulNBits adds as its own bias (no Add; measured 3-4% of an int8 256-unit step),
+        and ArgMax reads the logits, not Softmax's probabilities (Softmax is 3% of such a
+        step): both argmaxes are the same except where rounding inside Softmax makes two
+        probabilities equal, a tie below the rounding this graph already differs from
+        model.onnx by (its sums are folded and reordered).
+        """
         spec = self.spec
-        layers = self.layers()
+        self.nodes, self.rows, self.greedy = [], set(), greedy
+        if self._layers is None:
+            self._layers = self.layers()
+        layers = self._layers
         dense_w, dense_b = self.head(layers[-1].h_out)
         wanted = [(s.input, s.output) for s in spec.states]
         found = []
@@ -466,29 +498,37 @@ class _Builder:
             and layers[-1].units >= INT8_HEAD_UNITS
         )
         self.product(x, dense_w, self.add("dense_bias", dense_b), "logits", int8=head_int8)
+        if greedy:
+            self.node("ArgMax", ["logits"], [spec.next.name], axis=-1, keepdims=0)
+            return
         self.node("Softmax", ["logits"], [spec.output.name], axis=-1)
         # ArgMax over the probabilities, as model.onnx does (the notebook's np.argmax).
         self.node("ArgMax", [spec.output.name], [spec.next.name], axis=-1, keepdims=0)
 
     def serialized(self, steps: int) -> bytes:
-        """The serialized graph of `steps` chained copies of the built step."""
+        """The serialized graph of `steps` chained copies of the built step: the one-step
+        graph, or (steps > 1, after build(greedy=True)) the greedy graph, whose ids are
+        int64 [1] (GatherND's indices) and whose states are [1, units]."""
         spec = self.spec
-        in_type = INT32 if spec.input.dtype == "int32" else INT64
-        inputs = [encode_value_info(spec.input.name, in_type, ["batch"])]
         if steps == 1:
+            batch: list[str | int] = ["batch"]
+            in_type = INT32 if spec.input.dtype == "int32" else INT64
             outputs = [
                 encode_value_info(spec.output.name, FLOAT, ["batch", spec.vocab_size]),
                 encode_value_info(spec.next.name, INT64, ["batch"]),
             ]
-        else:  # greedy: the chosen characters only
-            outputs = [encode_value_info(n, INT64, ["batch"]) for n in greedy_outputs(spec, steps)]
+        else:  # greedy: one stream; the chosen characters only
+            batch, in_type = [1], INT64
+            outputs = [encode_value_info(n, INT64, batch) for n in greedy_outputs(spec, steps)]
+        inputs = [encode_value_info(spec.input.name, in_type, batch)]
         for s in spec.states:
-            inputs.append(encode_value_info(s.input, FLOAT, ["batch", s.shape[1]]))
-            outputs.append(encode_value_info(s.output, FLOAT, ["batch", s.shape[1]]))
+            inputs.append(encode_value_info(s.input, FLOAT, [*batch, s.shape[1]]))
+            outputs.append(encode_value_info(s.output, FLOAT, [*batch, s.shape[1]]))
         opsets = {"": OPSET, MS_DOMAIN: MS_OPSET} if self.int8_weights else {"": OPSET}
+        used = {x for _, ins, _, _ in self.nodes for x in ins}
         return encode_model(
             self.encoded(steps),
-            self.inits,
+            [parts for name, parts in self.inits.items() if name in used],
             inputs,
             outputs,
             ir_version=IR_VERSION,
