@@ -1,6 +1,6 @@
 """Exported models across onnxruntime releases: load, run, and give identical greedy text.
 
-Usage: python benchmarks/check_compat.py [--versions 1.16.3 1.32.0] [--output FILE]
+Usage: python benchmarks/check_compat.py [--versions 1.16.3 1.22.0 1.32.0] [--output FILE]
 
 For each onnxruntime version, makes a fresh venv with that release (and NumPy < 2 for
 releases built against NumPy 1), installs this runtime into it without dependencies, and
@@ -159,7 +159,14 @@ def main() -> None:
     import onnxruntime
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--versions", nargs="+", default=["1.15.0", "1.16.3", onnxruntime.__version__])
+    ap.add_argument(
+        "--versions",
+        nargs="+",
+        # 1.15.0: the oldest release with wheels for Python 3.11; 1.16.3: another built
+        # against NumPy 1; 1.22.0: the first whose MatMulNBits runs 8 bits (the int8 step
+        # graphs' kernel from there on, with the greedy graph's bias input); this venv's.
+        default=["1.15.0", "1.16.3", "1.22.0", onnxruntime.__version__],
+    )
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
 

@@ -14,7 +14,9 @@ for LLM decoding) or `DynamicQuantizeMatMul` before that.
 
 Greedy generation of one stream runs the greedy graph (layers up to GREEDY_MAX_UNITS wide):
 GREEDY_STEPS copies of the step chained in one graph, each reading the character the one
-before chose, so that a Run's fixed cost is paid once for all of them. Sampling, batches,
+before chose, so that a Run's fixed cost is paid once for all of them. Its step is the
+one-step graph's less two nodes (see `_Builder.build`): it writes no probabilities, and it
+reads one stream, whose table row MatMulNBits can add as its own bias. Sampling, batches,
 `Context` and wider models run the one-step graph.
 
 Measured (`benchmarks/bench_builders.py`, greedy time per generated character against the
