@@ -128,7 +128,9 @@ class Generator:
         session = make_session(data, opts, model_path)
         steps: tuple[ort.InferenceSession, ort.InferenceSession | None] | None = None
         if spec.stateful and (graph_builder or spec.graph_builder) == "decomposed":
-            steps = make_step_sessions(spec, model, precision, opts, model_path)
+            steps = make_step_sessions(
+                spec, model, precision, model_path, threads=threads, memory_arena=memory_arena
+            )
             if steps is None:
                 log.warning(
                     "%s: not in the form the decomposed step builder reads; generating "

@@ -263,6 +263,12 @@ def test_export_records_the_builder_and_load_uses_it(stateful_models, tmp_path) 
     slow = Generator.load(lstm, graph_builder="native")
     assert (fast.graph_builder, slow.graph_builder) == ("decomposed", "native")
     assert fast.greedy_session is not None and slow.greedy_session is None
+    # The greedy graph's few small tensors get buffers of their own; the one-step graph's
+    # grow with the batch and share them.
+    assert not fast.greedy_session.get_session_options().enable_mem_reuse
+    assert (
+        fast.step_session is not None and fast.step_session.get_session_options().enable_mem_reuse
+    )
     prompt = fast.spec.sample_prompt[:5]
     # Lengths around the greedy graph's steps per Run: it runs past the end, never short.
     for n in (1, GREEDY_STEPS - 1, GREEDY_STEPS, GREEDY_STEPS + 1, 60):

@@ -143,14 +143,13 @@ def step_sessions(
     """The sessions generation steps run on for this spec's graph_builder, built as the
     runtime builds them: the one-step and the greedy graph (None where the model gets
     none, or `greedy` is False), or None, None: model.onnx itself."""
-    from runtime.loading import make_step_sessions, session_options
+    from runtime.loading import make_step_sessions
     from runtime.onnx_proto import parse_model
 
     if spec.graph_builder != "decomposed":
         return None, None
-    opts = session_options(1)
     model = parse_model(onnx_bytes)
-    steps = make_step_sessions(spec, model, precision, opts, Path(MODEL_FILE), greedy)
+    steps = make_step_sessions(spec, model, precision, Path(MODEL_FILE), greedy=greedy)
     if steps is None:
         raise ExportError(
             "the runtime cannot build the decomposed step graph of this export; nothing was "
