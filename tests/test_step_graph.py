@@ -209,7 +209,8 @@ def test_which_products_run_in_int8() -> None:
     head = INT8_KERNEL == "MatMulNBits"  # the output layer from INT8_HEAD_UNITS units
     assert int8_products("simple", 512) == int(head)  # a SimpleRNN's recurrence: float
     assert int8_products("gru", 512) == 1 + int(head)
-    assert int8_products("lstm", 256) == 1
+    assert int8_products("lstm", 256) == 1 + int(head)
+    assert int8_products("lstm", 128) == 1
     assert int8_products("lstm", 64) == 0
 
 
