@@ -130,7 +130,7 @@ def make_step_sessions(
     (model.onnx then runs every step)."""
     from .step_graph import GREEDY_STEPS, decompose_each, wants_greedy_graph
 
-    counts = (1, GREEDY_STEPS) if greedy and wants_greedy_graph(spec) else (1,)
+    counts = (1, GREEDY_STEPS) if greedy and wants_greedy_graph(spec, precision) else (1,)
     graphs = decompose_each(model, spec, precision, counts)
     if graphs is None:
         return None

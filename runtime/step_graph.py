@@ -108,16 +108,17 @@ def preferred_builder(cell: str, units: int) -> str:
 # measured 7.7 us per character with one per Run, 7.3 with 2, 7.1 with 4, 6.9 with 8 and
 # 6.8 with 16; 8 keeps the graph small and wastes at most 7 steps at the end of a text.
 GREEDY_STEPS = 8
-# The widest layer a greedy graph is built for. It is a second session over the weights,
-# whose float matrices onnxruntime packs again: up to 256 units it saved 0.5-2.7 us a
-# character (bench_litert: 5-16%) for 2-4 MB of peak RSS; at 512 units it saved 1.7 us of
-# 54 (3%) for 36 MB in fp32, and 0.2 us of 20 for 4 MB in int8.
-GREEDY_MAX_UNITS = 256
+# The widest layer a greedy graph is built for, by precision. It is a second session over
+# the weights, whose float matrices onnxruntime packs again: in fp32, up to 256 units it
+# saved 5-16% of a character (bench_litert) for 2-4 MB of peak RSS, and at 512 units 5%
+# (51.9 -> 49.3 us) for 12 MB. In int8 every matrix but the input table stays int8: at 512
+# units it saved 12% (20.2 -> 17.7 us) for under 1 MB.
+GREEDY_MAX_UNITS = {"fp32": 256, "int8": 512}
 
 
-def wants_greedy_graph(spec: ModelSpec) -> bool:
-    """Whether greedy generation of this stateful model gets a greedy graph."""
-    return max(s.shape[1] for s in spec.states) <= GREEDY_MAX_UNITS
+def wants_greedy_graph(spec: ModelSpec, precision: str) -> bool:
+    """Whether greedy generation of this stateful model in `precision` gets a greedy graph."""
+    return max(s.shape[1] for s in spec.states) <= GREEDY_MAX_UNITS[precision]
 
 
 def greedy_outputs(spec: ModelSpec, steps: int = GREEDY_STEPS) -> list[str]:

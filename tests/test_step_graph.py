@@ -215,9 +215,14 @@ def test_which_products_run_in_int8() -> None:
 
 
 def test_only_narrow_models_get_a_greedy_graph() -> None:
-    """The greedy graph is a second session over the weights: built up to 256 units."""
-    assert wants_greedy_graph(_spec([("h0", "h0_out", 256), ("c0", "c0_out", 256)]))
-    assert not wants_greedy_graph(_spec([("h0", "h0_out", 64), ("h1", "h1_out", 512)]))
+    """The greedy graph is a second session over the weights: built up to 256 units in
+    fp32 (onnxruntime packs float matrices again), 512 in int8."""
+    lstm256 = _spec([("h0", "h0_out", 256), ("c0", "c0_out", 256)])
+    two_layers = _spec([("h0", "h0_out", 64), ("h1", "h1_out", 512)])
+    assert wants_greedy_graph(lstm256, "fp32") and wants_greedy_graph(lstm256, "int8")
+    assert not wants_greedy_graph(two_layers, "fp32")
+    assert wants_greedy_graph(two_layers, "int8")
+    assert not wants_greedy_graph(_spec([("h0", "h0_out", 1024)]), "int8")
 
 
 def test_the_builder_rule() -> None:
