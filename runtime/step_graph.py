@@ -20,8 +20,8 @@ reads one stream, whose table row MatMulNBits can add as its own bias. Sampling,
 `Context` and wider models run the one-step graph.
 
 Measured (`benchmarks/bench_builders.py`, greedy time per generated character against the
-native operator on the same weights, 32 to 512 units): LSTM 0.68-0.87x, GRU 0.38-0.91x,
-SimpleRNN 0.38-0.79x. Which builder a model uses is decided at export (`preferred_builder`)
+native operator on the same weights, 32 to 512 units): LSTM 0.56-0.92x, GRU 0.33-0.92x,
+SimpleRNN 0.34-0.77x. Which builder a model uses is decided at export (`preferred_builder`)
 and recorded in `vocab.json` (`graph_builder`).
 
 The builder reads only graphs that `graph_rules` has accepted, and recognizes exactly the
