@@ -22,13 +22,7 @@ HEADER = (
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:
     """Median wall-clock seconds of `fn()` over `repeats` calls (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return interleaved_times({"": fn}, repeats)[""]
 
 
 def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

@@ -174,8 +174,10 @@ def decompose_each(
     counts: Sequence[int],
     int8_kernel: str = INT8_KERNEL,
 ) -> list[bytes] | None:
-    """`decompose` for each number of steps in `counts`, from one reading of the weights
-    (folding and quantizing them is most of the work; the graphs share those arrays)."""
+    """`decompose` for each number of steps in `counts`, from one reading of the native
+    graph: its layers are parsed and their int8 matrices quantized once, and every graph
+    shares those initializers (the folded float tables are recomputed per graph: about
+    0.4 ms at 256 units)."""
     if not spec.stateful or model.graph is None:
         return None
     if int8_kernel not in INT8_KERNELS:
@@ -361,28 +363,33 @@ class _Builder:
         multiplied in int8 (weights quantized per output column) or in float."""
         if int8 and self.int8_kernel == "MatMulNBits":
             if addend in self.rows or addend in self.inits:  # [N]: MatMulNBits adds it itself
-                self.nbits_product(x, weight, out, bias=addend)
+                self.nbits_product(x, weight, out, out, bias=addend)
             else:
-                self.nbits_product(x, weight, f"{out}_mm")
+                self.nbits_product(x, weight, out, f"{out}_mm")
                 self.node("Add", [f"{out}_mm", addend], [out])
         elif int8:
-            q, scale = symmetric_int8(weight, axis=1)
-            zero = np.zeros_like(scale, dtype=np.int8)
-            ins = [x, self.add(f"{out}_q", q), self.add(f"{out}_s", scale)]
-            ins.append(self.add(f"{out}_z", zero))
+            if f"{out}_q" not in self.inits:  # quantized once for all of this builder's graphs
+                q, scale = symmetric_int8(weight, axis=1)
+                self.add(f"{out}_q", q)
+                self.add(f"{out}_s", scale)
+                self.add(f"{out}_z", np.zeros_like(scale, dtype=np.int8))
+            ins = [x, f"{out}_q", f"{out}_s", f"{out}_z"]
             self.node("DynamicQuantizeMatMul", ins, [f"{out}_mm"])
             self.node("Add", [f"{out}_mm", addend], [out])
         else:
             self.node("Gemm", [x, self.add(f"{out}_w", weight), addend], [out])
 
-    def nbits_product(self, x: str, weight: np.ndarray, out: str, bias: str = "") -> None:
-        """out = x @ weight through MatMulNBits: the same int8 integers and per-column scales
-        as DynamicQuantizeMatMul's, stored unsigned (+128, its default zero point) as
-        [columns, blocks, block] with the input axis padded to whole blocks."""
+    def nbits_product(
+        self, x: str, weight: np.ndarray, name: str, out: str, bias: str = ""
+    ) -> None:
+        """out = x @ weight (+ bias, a [N] tensor) through MatMulNBits: the same int8
+        integers and per-column scales as DynamicQuantizeMatMul's, stored unsigned (+128,
+        its default zero point) as [columns, blocks, block] with the input axis padded to
+        whole blocks, under `name`_q and `name`_s (quantized once for all of this builder's
+        graphs)."""
         k, n = weight.shape
         block = _nbits_block(k)
         blocks = -(-k // block)
-        name = out.removesuffix("_mm")  # the weights' names do not depend on `bias`
         if f"{name}_q" not in self.inits:
             q, scale = symmetric_int8(weight, axis=1)
             stored = np.full((n, blocks * block), 128, np.uint8)
