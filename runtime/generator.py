@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from .decoding import GenerationOptions, GenerationResult, ProbeSampler, Sampler
 from .errors import ArtifactError, GenerationSettingsError, PromptError
 from .loading import (
     MAX_MODEL_BYTES,
+    StepSessions,
     check_session,
     default_warmup_threads,
     first_line,
@@ -51,6 +54,9 @@ MAX_BATCH_CHARS = 1 << 26
 THREADED_WARM_UP = 16
 # Stateful warm-up slices: an LSTM 256 projects a 4,096-character slice in 16 MB per prompt.
 WARM_UP_SLICE = 4096
+# Greedy streams kept bound between calls, per Generator: as many as run at once, up to
+# this; binding a stream's two Runs afresh costs ~60 us (22 tensors through IOBinding).
+IDLE_STREAMS = 4
 
 
 @dataclass
@@ -74,12 +80,19 @@ class Generator:
     # ... and the greedy graph over the same weights, GREEDY_STEPS characters per Run, that
     # one greedy stream runs on (None: the one-step graph runs it; see wants_greedy_graph).
     greedy_session: ort.InferenceSession | None = field(default=None, repr=False)
+    # ... and the reader graph, READER_STEPS characters of that stream's prompt per Run
+    # (None: model.onnx reads it all; see wants_reader_graph).
+    reader_session: ort.InferenceSession | None = field(default=None, repr=False)
     _in_dtype: np.dtype = field(init=False, repr=False)
     _char_table: np.ndarray = field(init=False, repr=False)
+    # Greedy streams no call is using (see _greedy_stream); deque's append and pop are atomic.
+    # Each Generator has its own (replace() makes a new one).
+    _idle: deque[_GreedyStream] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._in_dtype = np.dtype(self.spec.input.dtype)
         self._char_table = np.array(self.spec.chars, dtype=object)
+        self._idle = deque(maxlen=IDLE_STREAMS)
 
     @classmethod
     def load(
@@ -126,7 +139,7 @@ class Generator:
             )
         opts = session_options(threads, memory_arena=memory_arena)
         session = make_session(data, opts, model_path)
-        steps: tuple[ort.InferenceSession, ort.InferenceSession | None] | None = None
+        steps: StepSessions | None = None
         if spec.stateful and (graph_builder or spec.graph_builder) == "decomposed":
             steps = make_step_sessions(
                 spec, model, precision, model_path, threads=threads, memory_arena=memory_arena
@@ -149,8 +162,9 @@ class Generator:
                 model_dir=model_dir,
                 precision=precision,
                 warmup_session=warm,
-                step_session=steps[0] if steps else None,
-                greedy_session=steps[1] if steps else None,
+                step_session=steps.step if steps else None,
+                greedy_session=steps.greedy if steps else None,
+                reader_session=steps.reader if steps else None,
             )
             gen._probe()
         except (RuntimeError, ValueError, UnicodeDecodeError) as exc:
@@ -171,6 +185,7 @@ class Generator:
         *,
         step_session: ort.InferenceSession | None = None,
         greedy_session: ort.InferenceSession | None = None,
+        reader_session: ort.InferenceSession | None = None,
     ) -> Generator:
         """A Generator over a session built elsewhere, without `load`'s file checks: for the
         exporter's own verification of a graph it has just built, and for tests."""
@@ -180,6 +195,7 @@ class Generator:
             model_dir=Path(model_dir),
             step_session=step_session,
             greedy_session=greedy_session,
+            reader_session=reader_session,
         )
 
     @property
@@ -449,12 +465,12 @@ class Generator:
         nxt: np.ndarray,
     ) -> tuple[Callable[[], None], np.ndarray]:
         spec, batch = self.spec, len(prompts)
+        if batch == 1 and pick is None and self.greedy_session is not None:
+            return self._greedy_decoder(prompts[0])
         here = [np.zeros((batch, s.shape[1]), np.float32) for s in spec.states]
         there = [np.zeros_like(a) for a in here]
         self._warm_up(prompts, here)
         char = np.array([[p[-1]] for p in prompts], dtype=self._in_dtype)
-        if batch == 1 and pick is None and self.greedy_session is not None:
-            return self._greedy_decoder(char, here, there)
         runs = self._alternating_runs(char, target, here, there)
         # Alternates the two bindings. The cycle holds the BoundRun objects themselves, not
         # just their run methods: they own the state buffers onnxruntime writes into.
@@ -475,26 +491,54 @@ class Generator:
 
         return advance, nxt[None]
 
-    def _greedy_decoder(
-        self, char: np.ndarray, here: list[np.ndarray], there: list[np.ndarray]
-    ) -> tuple[Callable[[], None], np.ndarray]:
+    def _greedy_decoder(self, prompt: np.ndarray) -> tuple[Callable[[], None], np.ndarray]:
         """One greedy stream on the greedy graph: each Run chooses the next GREEDY_STEPS
         characters."""
-        from .step_graph import GREEDY_STEPS, greedy_outputs  # loaded with the session
-
-        assert self.greedy_session is not None
-        chosen = np.zeros((GREEDY_STEPS, 1), dtype=np.int64)  # row k: step k's character
-        names = greedy_outputs(self.spec, GREEDY_STEPS)
-        target = {name: chosen[k] for k, name in enumerate(names)}
-        ids = char.astype(np.int64)  # the greedy graph reads int64, whatever model.onnx reads
-        runs = self._alternating_runs(ids, target, here, there, self.greedy_session)
-        step = cycle(runs).__next__
+        stream = self._greedy_stream()
+        for buf in stream.here:
+            buf.fill(0.0)
+        step = cycle(stream.runs).__next__  # the first Run reads `here`
+        # The prompt but its last character: whole READER_STEPS-character pieces on the
+        # reader graph (after the rest, on model.onnx), swapping the state buffers as the
+        # greedy Runs do; an odd number of pieces leaves the state where the second reads.
+        rest = stream.reading(len(prompt) - 1)
+        self._warm_up([prompt[: rest + 1]], stream.here)
+        pieces = stream.read(prompt[rest:-1])
+        if pieces % 2:
+            step()
+        ids, chosen = stream.ids, stream.chosen
+        ids[0, 0] = prompt[-1]
 
         def advance() -> None:
             step().run()
             ids[0, 0] = chosen[-1, 0]
 
+        # Back to the idle streams when this call's decoder is gone (the end of its text,
+        # or an abandoned stream collected): never while a call can still run it.
+        weakref.finalize(advance, self._idle.append, stream)
         return advance, chosen
+
+    def _greedy_stream(self) -> _GreedyStream:
+        """An idle greedy stream of this Generator's greedy graph, or a new one."""
+        from .step_graph import GREEDY_STEPS, READER_STEPS, greedy_outputs  # with the session
+
+        assert self.greedy_session is not None
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pass
+        chosen = np.zeros((GREEDY_STEPS, 1), dtype=np.int64)  # row k: step k's character
+        names = greedy_outputs(self.spec, GREEDY_STEPS)
+        target = {name: chosen[k] for k, name in enumerate(names)}
+        here = [np.zeros((1, s.shape[1]), np.float32) for s in self.spec.states]
+        there = [np.zeros_like(a) for a in here]
+        ids = np.zeros((1, 1), np.int64)  # the greedy graph reads int64, as GatherND does
+        runs = self._alternating_runs(ids, target, here, there, self.greedy_session)
+        given = np.zeros((1, READER_STEPS), np.int64)
+        reads = []
+        if self.reader_session is not None:
+            reads = self._alternating_runs(given, {}, here, there, self.reader_session)
+        return _GreedyStream(ids, chosen, here, runs, given[0], reads)
 
     def _alternating_runs(
         self,
@@ -556,6 +600,32 @@ class Generator:
             feed |= {s.input: c for s, c in zip(spec.states, states, strict=True)}
             states = session.run(outputs, feed)
         return states
+
+
+@dataclass
+class _GreedyStream:
+    """The buffers of one greedy stream and its two Runs bound to them (see
+    `_alternating_runs`), kept for the next call while no call uses them."""
+
+    ids: np.ndarray  # [1, 1] int64: the character the next Run starts from
+    chosen: np.ndarray  # [GREEDY_STEPS, 1]: the characters a Run chose
+    here: list[np.ndarray]  # the states the first Run reads (the second writes them)
+    runs: list[BoundRun]  # own every buffer above
+    given: np.ndarray  # [READER_STEPS] int64: the prompt characters a reader Run reads
+    reads: list[BoundRun]  # the reader graph's Runs over the same states (or none)
+
+    def reading(self, n: int) -> int:
+        """Of `n` prompt characters, how many are not read on the reader graph."""
+        return n % len(self.given) if self.reads else n
+
+    def read(self, ids: np.ndarray) -> int:
+        """Read `ids` (whole pieces of READER_STEPS) from `here`, alternating the state
+        buffers; returns how many pieces (Runs) it took."""
+        pieces = len(ids) // len(self.given) if self.reads else 0
+        for k in range(pieces):
+            self.given[:] = ids[k * len(self.given) : (k + 1) * len(self.given)]
+            self.reads[k % 2].run()
+        return pieces
 
 
 def _out_of_range(index: int, vocab: int) -> ArtifactError:

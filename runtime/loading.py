@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import onnxruntime as ort
 
@@ -113,6 +114,14 @@ def make_session(data: bytes, opts: ort.SessionOptions, model_path: Path) -> ort
         ) from None
 
 
+class StepSessions(NamedTuple):
+    """The sessions over a stateful model's decomposed graphs (`runtime.step_graph`)."""
+
+    step: ort.InferenceSession  # one character per Run, any batch
+    greedy: ort.InferenceSession | None  # one greedy stream, GREEDY_STEPS characters per Run
+    reader: ort.InferenceSession | None  # that stream's prompt, READER_STEPS per Run
+
+
 def make_step_sessions(
     spec: ModelSpec,
     model: Model,
@@ -122,27 +131,36 @@ def make_step_sessions(
     threads: int = 1,
     memory_arena: bool = False,
     greedy: bool = True,
-) -> tuple[ort.InferenceSession, ort.InferenceSession | None] | None:
+) -> StepSessions | None:
     """Sessions over the decomposed graphs of a stateful model's vetted graph: the one-step
-    graph, and the greedy graph of GREEDY_STEPS characters per Run where `greedy` asks for
-    it and the model is narrow enough for one (else None); or None when
-    `runtime.step_graph` does not recognize the graph or onnxruntime refuses what it built
-    (model.onnx then runs every step)."""
-    from .step_graph import GREEDY_STEPS, decompose_each, wants_greedy_graph
+    graph, and where `greedy` asks for them the greedy graph (if the model is narrow enough
+    for one) and the reader graph (if it reads prompts faster than model.onnx); or None
+    when `runtime.step_graph` does not recognize the graph or onnxruntime refuses what it
+    built (model.onnx then runs every step)."""
+    from .step_graph import (
+        GREEDY_STEPS,
+        READER_STEPS,
+        decompose_each,
+        wants_greedy_graph,
+        wants_reader_graph,
+    )
 
     counts = (1, GREEDY_STEPS) if greedy and wants_greedy_graph(spec, precision) else (1,)
-    graphs = decompose_each(model, spec, precision, counts)
+    readers = (READER_STEPS,) if len(counts) > 1 and wants_reader_graph(model, precision) else ()
+    graphs = decompose_each(model, spec, precision, counts, readers=readers)
     if graphs is None:
         return None
-    # The greedy graph's tensors are a few kilobytes, for one stream: each gets its own
-    # buffer (reuse=False), 0.6-0.9 us off a step at 64-256 units. The one-step graph's
-    # grow with the batch, and it gained 0-3%: it shares them.
+    # The greedy and reader graphs' tensors are a few kilobytes, for one stream: each gets
+    # its own buffer (reuse=False), 0.6-0.9 us off a step at 64-256 units. The one-step
+    # graph's grow with the batch, and it gained 0-3%: it shares them.
     options = [session_options(threads, memory_arena=memory_arena, reuse=n == 1) for n in counts]
+    options += [session_options(threads, memory_arena=memory_arena, reuse=False) for _ in readers]
     try:
         sessions = [make_session(g, o, model_path) for g, o in zip(graphs, options, strict=True)]
     except ArtifactError:  # model.onnx itself loaded; it can run the steps too
         return None
-    return sessions[0], sessions[1] if len(sessions) > 1 else None
+    sessions += [None] * (3 - len(sessions))
+    return StepSessions(*sessions)
 
 
 def first_line(exc: BaseException) -> str:

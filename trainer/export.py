@@ -139,15 +139,15 @@ def _stateful_parity(
 
 def step_sessions(
     spec: ModelSpec, onnx_bytes: bytes, precision: str, greedy: bool = True
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, Any]:
     """The sessions generation steps run on for this spec's graph_builder, built as the
-    runtime builds them: the one-step and the greedy graph (None where the model gets
-    none, or `greedy` is False), or None, None: model.onnx itself."""
+    runtime builds them: the one-step, greedy and reader graphs (None where the model gets
+    none, or `greedy` is False), or None, None, None: model.onnx itself."""
     from runtime.loading import make_step_sessions
     from runtime.onnx_proto import parse_model
 
     if spec.graph_builder != "decomposed":
-        return None, None
+        return None, None, None
     model = parse_model(onnx_bytes)
     steps = make_step_sessions(spec, model, precision, Path(MODEL_FILE), greedy=greedy)
     if steps is None:
@@ -168,7 +168,7 @@ def verify(
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    step, greedy = step_sessions(spec, onnx_bytes, "fp32")
+    step, greedy, reader = step_sessions(spec, onnx_bytes, "fp32")
     windows = np.ascontiguousarray(windows[:MAX_PARITY_WINDOWS], dtype=np.int32)
     if spec.stateful:
         max_diff = _stateful_parity(session, step or session, model, spec, windows)
@@ -183,7 +183,9 @@ def verify(
             "nothing was published; please report this with the model's settings"
         )
     # Generation's own sessions: the greedy text below runs on the greedy graph.
-    gen = Generator.from_session(spec, session, step_session=step, greedy_session=greedy)
+    gen = Generator.from_session(
+        spec, session, step_session=step, greedy_session=greedy, reader_session=reader
+    )
     onnx_text = gen.generate(prompt, GREEDY_CHECK_LENGTH)[len(prompt) :]
     if spec.stateful:
         keras_ids = keras_greedy_stateful(model, gen.encode(prompt), GREEDY_CHECK_LENGTH)
