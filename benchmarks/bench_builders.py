@@ -1,5 +1,5 @@
-"""Native operator or decomposed step graph: which runs a stateful model's generation faster,
-per cell and size, fp32 and int8, measured on the same weights in one run.
+"""Native operator or decomposed graph: which runs a model's greedy generation faster, per
+cell and size, fp32 and int8, measured on the same weights in one run.
 
 Usage: python benchmarks/bench_builders.py [--steps 40] [--quick] [--output FILE]
 
@@ -9,7 +9,10 @@ the King James Bible with an int8 variant and loaded twice per precision: with
 `runtime.step_graph` builds at load). Greedy generation of 1,000 characters, one thread,
 native and decomposed interleaved; the greedy text must be identical. The table says which
 builder the export records (`runtime.step_graph.preferred_builder`) and whether that was the
-faster one here. Writes the "builders" section of BENCHMARKS.md (or --output).
+faster one here. Window models too (the default model, and SimpleRNN, LSTM and GRU windows
+around the rule's edges): native against the window greedy graph, and what the runtime
+chooses at load (`runtime.step_graph.window_builder`). Writes the "builders" section of
+BENCHMARKS.md (or --output).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import onnxruntime as ort  # noqa: E402
 from bench_litert import train_stateful  # noqa: E402
 from corpora import kjv  # noqa: E402
 from report import interleaved_times, machine, publish  # noqa: E402
@@ -47,78 +49,61 @@ def interleaved(
     return {k: s / n * 1e6 for k, s in interleaved_times(fns, repeats).items()}
 
 
-def unrolled_window_graph(model_dir: Path) -> bytes:
-    """The default model's window graph decomposed and unrolled (the form a decomposed
-    window builder would write): Gather of the folded table for all positions, Split, then
-    per position MatMul + Add + activation, then the same head. Built here only to measure
-    it against the native RNN operator."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+# Window models: (cell, units, seq_length), each trained like the stateful ones; the
+# default model is measured too. Around the rule's edges (step_graph.window_builder).
+WINDOWS = [
+    ("simple", 50, 10),
+    ("simple", 256, 20),
+    ("simple", 50, 24),
+    ("lstm", 64, 3),
+    ("gru", 64, 3),
+]
 
-    native = onnx.load(model_dir / "model.onnx")
-    w = {t.name: numpy_helper.to_array(t) for t in native.graph.initializer}
-    rnn = next(n for n in native.graph.node if n.op_type == "RNN")
-    act = helper.get_attribute_value(rnn.attribute[0])[0].decode()
-    kernel, recurrent, bias = w[rnn.input[1]][0], w[rnn.input[2]][0], w[rnn.input[3]][0]
-    units, vocab = recurrent.shape[1], kernel.shape[1]
-    length = native.graph.input[0].type.tensor_type.shape.dim[1].dim_value
-    table = kernel.T + bias[:units] + bias[units:]
-    nodes = [
-        helper.make_node("Gather", ["table", "char_ids"], ["x"]),
-        helper.make_node("Split", ["x", "splits"], [f"x{i}" for i in range(length)], axis=1),
-        helper.make_node(act, ["x0"], ["h0"]),
-    ]
-    for i in range(1, length):
-        nodes += [
-            helper.make_node("MatMul", [f"h{i - 1}", "recurrent"], [f"m{i}"]),
-            helper.make_node("Add", [f"m{i}", f"x{i}"], [f"z{i}"]),
-            helper.make_node(act, [f"z{i}"], [f"h{i}"]),
-        ]
-    nodes += [
-        helper.make_node("Squeeze", [f"h{length - 1}", "axis1"], ["hidden"]),
-        helper.make_node("Gemm", ["hidden", "dense_W", "dense_b"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
-        helper.make_node("ArgMax", ["probs"], ["next"], axis=-1, keepdims=0),
-    ]
-    arrays = {
-        "table": table,
-        "splits": np.ones(length, np.int64),
-        "recurrent": recurrent.T,
-        "axis1": np.array([1], np.int64),
-        "dense_W": w["dense_W"],
-        "dense_b": w["dense_b"],
-    }
-    graph = helper.make_graph(
-        nodes,
-        "unrolled",
-        [helper.make_tensor_value_info("char_ids", TensorProto.INT32, ["batch", length])],
-        [
-            helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", vocab]),
-            helper.make_tensor_value_info("next", TensorProto.INT64, ["batch"]),
-        ],
-        [numpy_helper.from_array(np.ascontiguousarray(a), k) for k, a in arrays.items()],
+
+def train_window(out: Path, corpus: Path, cell: str, units: int, seq: int, steps: int) -> None:
+    from trainer.train import TrainConfig, train
+
+    train(
+        TrainConfig(
+            out_dir=out,
+            corpus=corpus,
+            cell=cell,
+            units=units,
+            seq_length=seq,
+            batch_size=64,
+            epochs=1,
+            steps_per_epoch=steps,
+            quantize="int8",
+            max_val_windows=256,
+            seed=1,
+        )
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
 
 
-def window_row(n: int, repeats: int) -> tuple[float, float, bool]:
-    """µs per character of the default model: its native graph, and unrolled."""
+def window_rows(tmp: Path, corpus: Path, steps: int, n: int, repeats: int) -> list[tuple]:
+    """Window models, native (model.onnx every step) against the window greedy graph."""
     from runtime.artifact import default_model_dir
-    from runtime.loading import session_options
+    from runtime.loading import read_model
+    from runtime.step_graph import window_builder
 
-    model_dir = default_model_dir()
-    native = Generator.load(model_dir)
-    session = ort.InferenceSession(
-        unrolled_window_graph(model_dir), session_options(1), providers=["CPUExecutionProvider"]
-    )
-    unrolled = Generator.from_session(native.spec, session)
-    prompt = native.spec.sample_prompt
-    same = native.generate(prompt, 200) == unrolled.generate(prompt, 200)
-    us = interleaved({"native": native, "unrolled": unrolled}, n, repeats, prompt)
-    return us["native"], us["unrolled"], same
+    models = [("default", default_model_dir(), ("fp32",))]
+    for cell, units, seq in [] if steps <= 0 else WINDOWS:
+        out = tmp / f"window-{cell}{units}-{seq}"
+        train_window(out, corpus, cell, units, seq, steps)
+        models.append((f"{cell} {units}", out, ("fp32", "int8")))
+    rows = []
+    for name, path, precisions in models:
+        for precision in precisions:
+            gens = {b: Generator.load(path, precision=precision, graph_builder=b) for b in BUILDERS}
+            spec = gens["native"].spec
+            prompt = spec.sample_prompt if name == "default" else PROMPT
+            texts = {b: g.generate(prompt, 200) for b, g in gens.items()}
+            us = interleaved(gens, n, repeats, prompt)
+            chosen = window_builder(read_model(path, precision)[3], spec)
+            same = texts["native"] == texts["decomposed"]
+            rows.append((name, spec.seq_length, precision, us, chosen, same))
+            print(rows[-1], flush=True)
+    return rows
 
 
 def main() -> None:
@@ -150,7 +135,7 @@ def main() -> None:
                     rows.append((cell, units, precision, us, same))
                     print(rows[-1], flush=True)
     lines = [
-        "## Graph builders for stateful models (`benchmarks/bench_builders.py`)",
+        "## Graph builders (`benchmarks/bench_builders.py`)",
         "",
         "One-layer stateful models trained "
         f"{args.steps} steps on the KJV (SimpleRNN: relu; LSTM, GRU: tanh), each loaded with "
@@ -177,19 +162,30 @@ def main() -> None:
             f"| {cell} | {units} | {precision} | {us['native']:.2f} | {us['decomposed']:.2f} "
             f"| {ratio:.2f}× | {chosen} | {verdict} | {'yes' if same else '**no**'} |"
         )
-    native_w, unrolled_w, same_w = window_row(n * 3, repeats)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        windows = window_rows(Path(tmp_name), corpus, 0 if args.quick else args.steps, n, repeats)
     lines += [
         "",
-        "Window models stay native: the default model (SimpleRNN 50, window 3) with its "
-        "window graph decomposed and unrolled (Gather of the folded table, Split, then "
-        "MatMul + Add + activation per position; built by this script) runs at "
-        f"{unrolled_w:.2f} µs per character against {native_w:.2f} for its native graph "
-        f"({unrolled_w / native_w:.2f}×; greedy text identical: {'yes' if same_w else 'no'}): "
-        "the extra per-position nodes cost more than the RNN operator, and longer windows "
-        "add nodes in proportion.",
+        "Window models (`graph_builder` forced each way; the runtime decides at load, "
+        "`runtime.step_graph.window_builder`): model.onnx every step (native) against the "
+        "window greedy graph (decomposed: 8 windows chained per Run, each a SimpleRNN, LSTM "
+        "or GRU decomposed over its positions from zero states, each character's table rows "
+        "looked up once). The default model, and models trained as above "
+        f"({args.steps} steps, relu SimpleRNN, tanh LSTM and GRU).",
         "",
-        f"Medians of {repeats} runs. Machine: {machine()}.",
+        "| model | window | precision | native µs/char | decomposed µs/char | ratio "
+        "| runtime chooses | faster here | greedy text identical |",
+        "|---|---:|---|---:|---:|---:|---|---|---|",
     ]
+    for name, seq, precision, us, chosen, same in windows:
+        ratio = us["decomposed"] / us["native"]
+        faster = "decomposed" if ratio < 1 else "native"
+        verdict = "yes" if chosen == faster else f"**no** ({faster})"
+        lines.append(
+            f"| {name} | {seq} | {precision} | {us['native']:.2f} | {us['decomposed']:.2f} "
+            f"| {ratio:.2f}× | {chosen} | {verdict} | {'yes' if same else '**no**'} |"
+        )
+    lines += ["", f"Medians of {repeats} runs. Machine: {machine()}."]
     publish("builders", lines, args.output)
 
 

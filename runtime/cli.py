@@ -491,15 +491,13 @@ def model_card(gen: Generator) -> str:
             f"{s.next.name} {s.next.dtype}{list(s.next.shape)}"
         ),
     ]
-    if s.stateful:
-        lines.append(
-            f"steps run:   {gen.graph_builder} "
-            + (
-                "(step graphs built at load from model.onnx's weights)"
-                if gen.graph_builder == "decomposed"
-                else "(model.onnx)"
-            )
-        )
+    if gen.graph_builder == "native":
+        how = "(model.onnx)"
+    elif s.stateful:
+        how = "(step graphs built at load from model.onnx's weights)"
+    else:
+        how = "(greedy text: a window graph built at load from model.onnx's weights)"
+    lines.append(f"steps run:   {gen.graph_builder} {how}")
     for name in (MODEL_FILE, VOCAB_FILE):
         lines.append(f"{name + ':':<13}{(gen.model_dir / name).stat().st_size:,} bytes")
     lines.append(f"sha256:      {s.model_sha256}")

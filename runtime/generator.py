@@ -32,6 +32,7 @@ from .loading import (
     read_model,
     session_options,
 )
+from .step_graph import window_builder
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class Generator:
     step_session: ort.InferenceSession | None = field(default=None, repr=False)
     # ... and the greedy graph over the same weights, GREEDY_STEPS characters per Run, that
     # one greedy stream runs on (None: the one-step graph runs it; see wants_greedy_graph).
+    # A window model's is the window greedy graph (see window_builder); `session` runs
+    # everything else.
     greedy_session: ort.InferenceSession | None = field(default=None, repr=False)
     # ... and the reader graph, READER_STEPS characters of that stream's prompt per Run
     # (None: model.onnx reads it all; see wants_reader_graph).
@@ -111,8 +114,9 @@ class Generator:
         `precision` "int8" loads the quantized variant (model.int8.onnx) instead.
         `threads` run each generation step; `warmup_threads` (stateful models; default:
         the machine's cores, at most 4; 1 = none) consume long prompts.
-        `graph_builder` (stateful models) overrides vocab.json's choice of how generation
-        steps run: "native" (model.onnx) or "decomposed" (`runtime.step_graph`).
+        `graph_builder` overrides the choice of how generation steps run (vocab.json's for a
+        stateful model, `step_graph.window_builder`'s for a window model): "native"
+        (model.onnx) or "decomposed" (graphs built at load by `runtime.step_graph`).
         Before onnxruntime sees the graph, refuses a file over `max_model_bytes`, one whose
         sha256 differs from vocab.json's, and any graph that is not one textgen-train writes
         for this model (`runtime.graph_rules`); afterwards, checks the session's inputs and
@@ -132,15 +136,11 @@ class Generator:
             )
         spec, data, model_path, model = read_model(path, precision, max_model_bytes)
         model_dir = model_path.parent
-        if graph_builder == "decomposed" and not spec.stateful:
-            raise GenerationSettingsError(
-                "graph_builder 'decomposed' is for stateful models; this is a window model, "
-                "which always runs model.onnx"
-            )
         opts = session_options(threads, memory_arena=memory_arena)
         session = make_session(data, opts, model_path)
         steps: StepSessions | None = None
-        if spec.stateful and (graph_builder or spec.graph_builder) == "decomposed":
+        recorded = spec.graph_builder if spec.stateful else window_builder(model, spec)
+        if (graph_builder or recorded) == "decomposed":
             steps = make_step_sessions(
                 spec, model, precision, model_path, threads=threads, memory_arena=memory_arena
             )
@@ -200,8 +200,9 @@ class Generator:
 
     @property
     def graph_builder(self) -> str:
-        """How generation steps run: "decomposed" (a step graph built at load) or "native"."""
-        return "native" if self.step_session is None else "decomposed"
+        """How generation steps run: "decomposed" (graphs built at load) or "native"."""
+        built = self.step_session is not None or self.greedy_session is not None
+        return "decomposed" if built else "native"
 
     def _probe(self) -> None:
         """One greedy and one sampled step on a dummy prompt, through the very bindings
@@ -436,6 +437,8 @@ class Generator:
             pick = partial(sampler, probs, nxt)
         if self.spec.stateful:
             return self._stateful_decoder(prompts, target, pick, nxt)
+        if batch == 1 and pick is None and self.greedy_session is not None:
+            return self._window_decoder(prompts[0])
         window = np.stack([p[-self.spec.seq_length :] for p in prompts]).astype(self._in_dtype)
         bound = BoundRun(self.session, {self.spec.input.name: window}, target)
         if batch == 1 and pick is None:  # one greedy stream: 1-D slicing is cheaper than 2-D
@@ -518,6 +521,26 @@ class Generator:
         weakref.finalize(advance, self._idle.append, stream)
         return advance, chosen
 
+    def _window_decoder(self, prompt: np.ndarray) -> tuple[Callable[[], None], np.ndarray]:
+        """One greedy stream of a window model on the window greedy graph: each Run
+        chooses the next GREEDY_STEPS characters, each from the seq_length before it."""
+        stream = self._greedy_stream()
+        window, chosen = stream.ids[0], stream.chosen[:, 0]
+        length, steps = len(window), len(chosen)
+        window[:] = prompt[-length:]
+        run = stream.runs[0].run
+
+        def advance() -> None:
+            run()
+            if steps >= length:
+                window[:] = chosen[-length:]
+            else:
+                window[:-steps] = window[steps:]
+                window[-steps:] = chosen
+
+        weakref.finalize(advance, self._idle.append, stream)  # as in _greedy_decoder
+        return advance, stream.chosen
+
     def _greedy_stream(self) -> _GreedyStream:
         """An idle greedy stream of this Generator's greedy graph, or a new one."""
         from .step_graph import GREEDY_STEPS, READER_STEPS, greedy_outputs  # with the session
@@ -530,6 +553,10 @@ class Generator:
         chosen = np.zeros((GREEDY_STEPS, 1), dtype=np.int64)  # row k: step k's character
         names = greedy_outputs(self.spec, GREEDY_STEPS)
         target = {name: chosen[k] for k, name in enumerate(names)}
+        if not self.spec.stateful:  # the window greedy graph reads one int64 window
+            window = np.zeros((1, self.spec.seq_length), np.int64)
+            bound = BoundRun(self.greedy_session, {self.spec.input.name: window[0]}, target)
+            return _GreedyStream(window, chosen, [], [bound], window[0, :0], [])
         here = [np.zeros((1, s.shape[1]), np.float32) for s in self.spec.states]
         there = [np.zeros_like(a) for a in here]
         ids = np.zeros((1, 1), np.int64)  # the greedy graph reads int64, as GatherND does
@@ -607,7 +634,7 @@ class _GreedyStream:
     """The buffers of one greedy stream and its two Runs bound to them (see
     `_alternating_runs`), kept for the next call while no call uses them."""
 
-    ids: np.ndarray  # [1, 1] int64: the character the next Run starts from
+    ids: np.ndarray  # [1, 1] int64: the character the next Run starts from (a window: [1, L])
     chosen: np.ndarray  # [GREEDY_STEPS, 1]: the characters a Run chose
     here: list[np.ndarray]  # the states the first Run reads (the second writes them)
     runs: list[BoundRun]  # own every buffer above

@@ -117,7 +117,7 @@ def make_session(data: bytes, opts: ort.SessionOptions, model_path: Path) -> ort
 class StepSessions(NamedTuple):
     """The sessions over a stateful model's decomposed graphs (`runtime.step_graph`)."""
 
-    step: ort.InferenceSession  # one character per Run, any batch
+    step: ort.InferenceSession | None  # one character per Run, any batch (stateful models)
     greedy: ort.InferenceSession | None  # one greedy stream, GREEDY_STEPS characters per Run
     reader: ort.InferenceSession | None  # that stream's prompt, READER_STEPS per Run
 
@@ -132,19 +132,30 @@ def make_step_sessions(
     memory_arena: bool = False,
     greedy: bool = True,
 ) -> StepSessions | None:
-    """Sessions over the decomposed graphs of a stateful model's vetted graph: the one-step
-    graph, and where `greedy` asks for them the greedy graph (if the model is narrow enough
-    for one) and the reader graph (if it reads prompts faster than model.onnx); or None
-    when `runtime.step_graph` does not recognize the graph or onnxruntime refuses what it
+    """Sessions over the decomposed graphs of a model's vetted graph. A stateful model: the
+    one-step graph, and where `greedy` asks for them the greedy graph (if the model is
+    narrow enough for one) and the reader graph (if it reads prompts faster than
+    model.onnx). A window model: the window greedy graph only (with `greedy`). None when
+    `runtime.step_graph` does not recognize the graph or onnxruntime refuses what it
     built (model.onnx then runs every step)."""
     from .step_graph import (
         GREEDY_STEPS,
         READER_STEPS,
         decompose_each,
+        decompose_window,
         wants_greedy_graph,
         wants_reader_graph,
     )
 
+    if not spec.stateful:
+        window = decompose_window(model, spec, precision, GREEDY_STEPS) if greedy else None
+        if window is None:
+            return None
+        try:
+            opts = session_options(threads, memory_arena=memory_arena, reuse=False)
+            return StepSessions(None, make_session(window, opts, model_path), None)
+        except ArtifactError:
+            return None
     counts = (1, GREEDY_STEPS) if greedy and wants_greedy_graph(spec, precision) else (1,)
     readers = (READER_STEPS,) if len(counts) > 1 and wants_reader_graph(model, precision) else ()
     graphs = decompose_each(model, spec, precision, counts, readers=readers)

@@ -1,4 +1,5 @@
-"""Decomposed one-character step graphs, built at load from a stateful model's own weights.
+"""Decomposed graphs, built at load from a model's own weights: a stateful model's step
+graphs, and a window model's window greedy graph.
 
 A stateful model's `model.onnx` runs ONNX's native `RNN` / `GRU` / `LSTM` operators, which
 read any number of characters in one Run (the warm-up, and the contract other clients rely
@@ -17,7 +18,15 @@ GREEDY_STEPS copies of the step chained in one graph, each reading the character
 before chose, so that a Run's fixed cost is paid once for all of them. Its step is the
 one-step graph's less two nodes (see `_Builder.build`): it writes no probabilities, and it
 reads one stream, whose table row MatMulNBits can add as its own bias. Sampling, batches,
-`Context` and wider models run the one-step graph.
+`Context` and wider models run the one-step graph. Where it reads faster than the native
+operator (`wants_reader_graph`), that stream's prompt goes through the reader graph: the
+greedy step without its output layer, teacher-forced over READER_STEPS given characters.
+
+A window model's greedy text can run on the window greedy graph (`_Builder.window`):
+GREEDY_STEPS windows chained in one graph, each the layers decomposed over its seq_length
+positions from zero states, each character's table rows looked up once for the windows
+that read it. It pays for short SimpleRNN windows (the default model: 0.45x model.onnx's
+time), not for LSTM and GRU ones (`window_builder`, decided at load).
 
 Measured (`benchmarks/bench_builders.py`, greedy time per generated character against the
 native operator on the same weights, 32 to 512 units): LSTM 0.56-0.92x, GRU 0.33-0.92x,
@@ -103,6 +112,27 @@ def preferred_builder(cell: str, units: int) -> str:
     return DECOMPOSED
 
 
+def window_builder(model: Model, spec: ModelSpec) -> str:
+    """The builder a window model's greedy generation runs on, decided at load from its
+    (vetted) graph (vocab.json records a choice for stateful models only): the window
+    greedy graph ("decomposed") for the models WINDOW_CELLS, WINDOW_MAX_POSITIONS and
+    WINDOW_MAX_UNITS describe, else model.onnx ("native")."""
+    cells = _cells(model)
+    positions = spec.seq_length * len(cells)
+    fits = all(op in WINDOW_CELLS and units <= WINDOW_MAX_UNITS for op, units in cells)
+    return DECOMPOSED if cells and fits and positions <= WINDOW_MAX_POSITIONS else NATIVE
+
+
+def _cells(model: Model) -> list[tuple[str, int]]:
+    """(operator, units) of each recurrent layer of a vetted graph."""
+    cells = []
+    for node in model.graph.nodes if model.graph is not None else []:
+        if node.op_type in _RECURRENT:
+            size = [Attribute.value(a) for a in node.attributes if a.name == "hidden_size"]
+            cells.append((node.op_type, size[0] if size and isinstance(size[0], int) else 0))
+    return cells
+
+
 # Characters the greedy graph runs per Run: each Run's fixed cost (about 1.2 us of binding,
 # dispatch and Python around it) is paid once for all of them. One LSTM 128 int8 step
 # measured 7.7 us per character with one per Run, 7.3 with 2, 7.1 with 4, 6.9 with 8 and
@@ -114,6 +144,17 @@ GREEDY_STEPS = 8
 # (51.9 -> 49.3 us) for 12 MB. In int8 every matrix but the input table stays int8: at 512
 # units it saved 12% (20.2 -> 17.7 us) for under 1 MB.
 GREEDY_MAX_UNITS = {"fp32": 256, "int8": 512}
+# Window models whose greedy generation runs the window greedy graph (`window_builder`):
+# SimpleRNN layers, at most WINDOW_MAX_POSITIONS layer positions (seq_length x layers) at
+# most WINDOW_MAX_UNITS wide. Measured per generated character against model.onnx, both
+# greedy through `generate` (identical text in every row): SimpleRNN 50, window 3 (the
+# default model) 2.11 against 4.64 us (0.45x); 50 units, window 10: 0.64x fp32, 0.60x int8;
+# 256 units, window 20: 0.80x, 0.78x. LSTM and GRU windows lose (LSTM 64 window 3 1.33x,
+# window 10 2.47x; GRU 128 window 8 1.53x; LSTM 256 window 10 1.21x): every position is a
+# dozen kernels where model.onnx runs all of a window's positions in one fused operator.
+WINDOW_CELLS = ("RNN",)
+WINDOW_MAX_POSITIONS = 20
+WINDOW_MAX_UNITS = 256
 
 
 def wants_greedy_graph(spec: ModelSpec, precision: str) -> bool:
@@ -136,15 +177,9 @@ READER_MIN_UNITS = {"GRU": 256}
 def wants_reader_graph(model: Model, precision: str) -> bool:
     """Whether one greedy stream of this (vetted) stateful graph in `precision` reads its
     prompt on the reader graph."""
-    if precision != "int8" or model.graph is None:
-        return False
-    cells = [n for n in model.graph.nodes if n.op_type in _RECURRENT]
-    for node in cells:
-        units = next((Attribute.value(a) for a in node.attributes if a.name == "hidden_size"), 0)
-        least = READER_MIN_UNITS.get(node.op_type)
-        if least is None or not isinstance(units, int) or units < least:
-            return False
-    return bool(cells)
+    cells = _cells(model)
+    wide = all(units >= READER_MIN_UNITS.get(op, 1 << 30) for op, units in cells)
+    return precision == "int8" and bool(cells) and wide
 
 
 def greedy_outputs(spec: ModelSpec, steps: int = GREEDY_STEPS) -> list[str]:
@@ -231,6 +266,25 @@ def decompose_each(
         return None
 
 
+def decompose_window(
+    model: Model,
+    spec: ModelSpec,
+    precision: str,
+    steps: int = GREEDY_STEPS,
+    int8_kernel: str = INT8_KERNEL,
+) -> bytes | None:
+    """The serialized window greedy graph of a window model (see `_Builder.window`), or
+    None when the graph is not one this builder recognizes."""
+    if spec.stateful or model.graph is None:
+        return None
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    try:
+        return _Builder(model, spec, precision, int8_kernel).window(steps)
+    except (_Unknown, ProtoError, ValueError, IndexError, KeyError):
+        return None
+
+
 class _Builder:
     def __init__(self, model: Model, spec: ModelSpec, precision: str, int8_kernel: str) -> None:
         assert model.graph is not None
@@ -250,6 +304,7 @@ class _Builder:
         self.greedy = False  # which step build() emits: see there
         self.rows: set[str] = set()  # tensors that are one [N] row of a table (greedy step)
         self.head_at = 0  # nodes[:head_at] are the layers; the output layer follows
+        self.hidden = ""  # a window graph's last hidden state, which its output layer reads
         self._layers: list[_Layer] | None = None
         # Initializers by name, shared by every graph this builder serializes.
         self.inits: dict[str, Parts] = {}
@@ -302,11 +357,25 @@ class _Builder:
                 w = w * diag[None, :]
             elif self.made_by(ins[0], "Squeeze").inputs[0] != cells[k - 1].outputs[0]:
                 raise _Unknown(node.name)
-            layer = _Layer(
-                op, units, acts, w, r, b, *self.state(ins[5], node.outputs[1], consumers)
-            )
-            if op == "LSTM":
-                layer.c_in, layer.c_out = self.state(ins[6], node.outputs[2], consumers)
+            if self.spec.stateful:
+                layer = _Layer(
+                    op, units, acts, w, r, b, *self.state(ins[5], node.outputs[1], consumers)
+                )
+                if op == "LSTM":
+                    layer.c_in, layer.c_out = self.state(ins[6], node.outputs[2], consumers)
+            else:  # a window: every window starts from zero; its positions chain the states
+                if ins[5] or ins[6]:
+                    raise _Unknown(node.name)
+                layer = _Layer(op, units, acts, w, r, b, f"l{k}_h_in", f"l{k}_h_out")
+                if op == "LSTM":
+                    layer.c_in, layer.c_out = f"l{k}_c_in", f"l{k}_c_out"
+                if k == len(cells) - 1:  # the output layer reads Squeeze(Y_h)
+                    squeezes = [
+                        n for n in consumers.get(node.outputs[1], []) if n.op_type == "Squeeze"
+                    ]
+                    if len(squeezes) != 1:
+                        raise _Unknown(node.name)
+                    self.hidden = squeezes[0].outputs[0]
             if w.shape != (gates * units, w.shape[1]) or r.shape != (gates * units, units):
                 raise _Unknown(node.name)
             layers.append(layer)
@@ -324,24 +393,26 @@ class _Builder:
 
     def head(self, hidden: str) -> tuple[np.ndarray, np.ndarray]:
         """The output layer's weight [units, vocab] and bias, from the nodes after the last
-        layer: Identity, then Gemm (fp32) or quantize_dynamic's MatMulInteger form (int8),
-        then Softmax and ArgMax, which the step graph writes again itself."""
+        layer: (a stateful graph's Identity,) Gemm (fp32) or quantize_dynamic's MatMulInteger
+        form (int8), then Softmax and ArgMax, which the step graph writes again itself."""
         reached, nodes = {hidden}, []
         for node in self.graph.nodes:
             if any(i in reached for i in node.inputs):
                 nodes.append(node)
                 reached.update(node.outputs)
+        if nodes and nodes[0].op_type == "Identity":  # a stateful graph's `hidden`
+            nodes = nodes[1:]
         ops = [n.op_type for n in nodes]
         outside = [i for n in nodes for i in n.inputs if i and i not in reached]
-        if ops == ["Identity", "Gemm", "Softmax", "ArgMax"] and len(outside) == 2:
+        if ops == ["Gemm", "Softmax", "ArgMax"] and len(outside) == 2:
             return self.const(outside[0]), self.const(outside[1])
         quantized = [
-            "Identity", "DynamicQuantizeLinear", "Mul", "MatMulInteger", "Cast", "Mul", "Add",
-            "Softmax", "ArgMax",
+            "DynamicQuantizeLinear", "Mul", "MatMulInteger", "Cast", "Mul", "Add", "Softmax",
+            "ArgMax",
         ]  # fmt: skip
         if ops != quantized:
             raise _Unknown("head")
-        matmul, scales, bias = nodes[3], nodes[2], nodes[6]
+        matmul, scales, bias = nodes[2], nodes[1], nodes[5]
         q, zero = self.const(matmul.inputs[1]), self.const(matmul.inputs[3])
         scale = [self.const(i) for i in scales.inputs if i not in reached]
         b = [self.const(i) for i in bias.inputs if i not in reached]
@@ -398,11 +469,9 @@ class _Builder:
             out.append(encode_node("Split", [spec.input.name, sizes], ids, attributes=[split]))
         for k in range(steps):
             for op, inputs, outputs, ints in nodes:
-                attrs = [Attribute(name=a, type=ATTR_INT, i=v) for a, v in ints.items()]
-                domain = MS_DOMAIN if op in INT8_KERNELS else ""
-                ins, outs = [name(k, x) for x in inputs], [name(k, x) for x in outputs]
-                node = encode_node(op, ins, outs, name=outs[0], domain=domain, attributes=attrs)
-                out.append(node)
+                out.append(
+                    _encoded(op, [name(k, x) for x in inputs], [name(k, x) for x in outputs], ints)
+                )
         return out
 
     def product(self, x: str, weight: np.ndarray, addend: str, out: str, int8: bool) -> None:
@@ -539,13 +608,15 @@ class _Builder:
         if self._layers is None:
             self._layers = self.layers()
         layers = self._layers
-        dense_w, dense_b = self.head(layers[-1].h_out)
+        dense_w, dense_b = self.head(layers[-1].h_out if spec.stateful else self.hidden)
         wanted = [(s.input, s.output) for s in spec.states]
         found = []
         for x in layers:
             found += [(x.h_in, x.h_out)] + ([(x.c_in, x.c_out)] if x.c_in else [])
-        if found != wanted or dense_w.shape != (layers[-1].units, spec.vocab_size):
-            raise _Unknown("states or output layer")
+        if spec.stateful and found != wanted:
+            raise _Unknown("states")
+        if dense_w.shape != (layers[-1].units, spec.vocab_size):
+            raise _Unknown("output layer")
         # The ids come as [batch], not model.onnx's [batch, 1]: callers bind a flat view of
         # the same array, and the Squeeze it would need (5% of a 64-unit step) is gone.
         x = spec.input.name
@@ -564,6 +635,84 @@ class _Builder:
         self.node("Softmax", ["logits"], [spec.output.name], axis=-1)
         # ArgMax over the probabilities, as model.onnx does (the notebook's np.argmax).
         self.node("ArgMax", [spec.output.name], [spec.next.name], axis=-1, keepdims=0)
+
+    def window(self, steps: int) -> bytes:
+        """The window greedy graph: `steps` windows chained in one graph, each reading the
+        seq_length characters before its choice, from the window ids [seq_length] (int64)
+        it is given, then the characters the windows before it chose; it writes each
+        window's choice (`greedy_outputs`).
+
+        Each window runs the layers over its positions from zero states, as model.onnx
+        does; a character's table rows are looked up once, for every window that reads it.
+        """
+        spec = self.spec
+        length = spec.seq_length
+        self.build(greedy=True)  # one position of every layer, then the output layer
+        template, head = self.nodes[: self.head_at], self.nodes[self.head_at :]
+        layers = self._layers or []
+        hidden = layers[-1].h_out
+        state_out = {x.h_in: x.h_out for x in layers} | {x.c_in: x.c_out for x in layers}
+        state_out.pop("", None)
+        zeros = {
+            name: self.add(f"zero{x.units}", np.zeros((1, x.units), np.float32))
+            for x in layers
+            for name in (x.h_in, x.c_in)
+            if name
+        }
+        outs = greedy_outputs(spec, steps)
+        chars = [_in_step(j, spec.input.name) for j in range(length)]
+        sizes = self.add(f"window{length}_sizes", np.ones(length, np.int64))
+        nodes = [_encoded("Split", [spec.input.name, sizes], chars, {"axis": 0})]
+        lookups = [n for n in template if n[2][0] in self.rows]
+        body = [n for n in template if n[2][0] not in self.rows]
+
+        def rows_of(j: int) -> None:  # character j's table rows, for every window
+            for op, inputs, outputs, ints in lookups:
+                ins = [chars[j] if x == spec.input.name else x for x in inputs]
+                nodes.append(_encoded(op, ins, [f"c{j}/{outputs[0]}"], ints))
+
+        for j in range(length):
+            rows_of(j)
+        for t in range(steps):
+            for p in range(length):
+
+                def name(x: str, t: int = t, p: int = p) -> str:
+                    if not x or x in self.inits:
+                        return x
+                    if x in self.rows:
+                        return f"c{t + p}/{x}"
+                    if x in state_out:  # zero at a window's first position
+                        return zeros[x] if p == 0 else f"w{t}p{p - 1}/{state_out[x]}"
+                    return f"w{t}p{p}/{x}"
+
+                for op, inputs, outputs, ints in body:
+                    ins, out = [name(x) for x in inputs], [name(x) for x in outputs]
+                    nodes.append(_encoded(op, ins, out, ints))
+
+            def head_name(x: str, t: int = t) -> str:
+                if not x or x in self.inits:
+                    return x
+                if x == spec.next.name:
+                    return outs[t]
+                return f"w{t}p{length - 1}/{x}" if x == hidden else f"w{t}/{x}"
+
+            for op, inputs, outputs, ints in head:
+                ins, out = [head_name(x) for x in inputs], [head_name(x) for x in outputs]
+                nodes.append(_encoded(op, ins, out, ints))
+            chars.append(outs[t])
+            if t < steps - 1:
+                rows_of(length + t)
+        used = {x for _, ins, _, _ in self.nodes for x in ins} | set(zeros.values()) | {sizes}
+        opsets = {"": OPSET, MS_DOMAIN: MS_OPSET} if self.int8_weights else {"": OPSET}
+        return encode_model(
+            nodes,
+            [parts for name, parts in self.inits.items() if name in used],
+            [encode_value_info(spec.input.name, INT64, [length])],
+            [encode_value_info(n, INT64, [1]) for n in outs],
+            ir_version=IR_VERSION,
+            opsets=opsets,
+            name="window",
+        )
 
     def serialized(self, steps: int, reader: bool = False) -> bytes:
         """The serialized graph of `steps` chained copies of the built step: the one-step
@@ -608,6 +757,12 @@ class _Builder:
             opsets=opsets,
             name="step",
         )
+
+
+def _encoded(op: str, inputs: list[str], outputs: list[str], ints: dict[str, int]) -> bytes:
+    attrs = [Attribute(name=a, type=ATTR_INT, i=v) for a, v in ints.items()]
+    domain = MS_DOMAIN if op in INT8_KERNELS else ""
+    return encode_node(op, inputs, outputs, name=outputs[0], domain=domain, attributes=attrs)
 
 
 def _nbits_block(k: int) -> int:

@@ -36,8 +36,10 @@ def test_bench_generate_writes_every_row(tmp_path) -> None:
         "unroll=True",
         "empty onnxruntime graph",
         "Generator.generate",
+        'graph_builder="native"',
         "generate_batch",
         "≤ 1.0× LiteRT",
+        "stretch: ≤ 1.0× LiteRT with `unroll=True`",
         "≥ 4,000×",
     ):
         assert row in text, row

@@ -140,15 +140,18 @@ def _stateful_parity(
 def step_sessions(
     spec: ModelSpec, onnx_bytes: bytes, precision: str, greedy: bool = True
 ) -> tuple[Any, Any, Any]:
-    """The sessions generation steps run on for this spec's graph_builder, built as the
-    runtime builds them: the one-step, greedy and reader graphs (None where the model gets
-    none, or `greedy` is False), or None, None, None: model.onnx itself."""
+    """The sessions generation steps run on, chosen and built as the runtime chooses and
+    builds them (vocab.json's graph_builder for a stateful model, the window rule for a
+    window model): the one-step, greedy and reader graphs (None where the model gets none,
+    or `greedy` is False), or None, None, None: model.onnx itself."""
     from runtime.loading import make_step_sessions
     from runtime.onnx_proto import parse_model
+    from runtime.step_graph import window_builder
 
-    if spec.graph_builder != "decomposed":
-        return None, None, None
     model = parse_model(onnx_bytes)
+    builder = spec.graph_builder if spec.stateful else window_builder(model, spec)
+    if builder != "decomposed":
+        return None, None, None
     steps = make_step_sessions(spec, model, precision, Path(MODEL_FILE), greedy=greedy)
     if steps is None:
         raise ExportError(
@@ -223,12 +226,35 @@ def smoke_test_in_subprocess(model_dir: Path, prompt: str, precisions: list[str]
         )
 
 
+def window_picks(data: bytes, spec: ModelSpec, precision: str, windows: np.ndarray) -> np.ndarray:
+    """A window model's greedy choice for each of `windows` [n, seq_length], on the graph
+    greedy generation runs: the window greedy graph, one window per Run, where the runtime
+    builds one for this model; else model.onnx, in chunks."""
+    import onnxruntime as ort
+
+    from runtime.loading import session_options
+    from runtime.onnx_proto import parse_model
+    from runtime.step_graph import decompose_window, window_builder
+
+    model = parse_model(data)
+    graph = None
+    if window_builder(model, spec) == "decomposed":
+        graph = decompose_window(model, spec, precision, steps=1)
+    if graph is None:
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        return run_chunked(session, NEXT_NAME, windows)
+    session = ort.InferenceSession(graph, session_options(1, reuse=False))
+    ids = windows.astype(np.int64)
+    return np.array([session.run(None, {INPUT_NAME: w})[0][0] for w in ids])
+
+
 def int8_variant(
     onnx_bytes: bytes, eval_windows: np.ndarray, eval_source: str, spec: ModelSpec
 ) -> tuple[bytes, dict[str, Any]]:
     """Quantize, then measure how often int8 picks the same next character as fp32.
 
-    A window model is compared on each window. A stateful model is compared at every
+    A window model is compared on each window, on the graph its greedy generation runs
+    (`window_picks`). A stateful model is compared at every
     position of non-overlapping windows, one character per Run on the graph generation
     steps run on (the decomposed step graph, if that is the builder), from zero state.
     """
@@ -243,8 +269,7 @@ def int8_variant(
     picks = []
     for data, precision in ((onnx_bytes, "fp32"), (quantized, "int8")):
         if not spec.stateful:
-            session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-            picks.append(run_chunked(session, NEXT_NAME, windows))
+            picks.append(window_picks(data, spec, precision, windows))
             continue
         # Agreement is measured one step per Run: no greedy graph needed.
         step = step_sessions(spec, data, precision, greedy=False)[0] or ort.InferenceSession(
