@@ -496,7 +496,7 @@ def model_card(gen: Generator) -> str:
     elif s.stateful:
         how = "(step graphs built at load from model.onnx's weights)"
     else:
-        how = "(greedy text: a window graph built at load from model.onnx's weights)"
+        how = "(long greedy texts: a window graph built from model.onnx's weights)"
     lines.append(f"steps run:   {gen.graph_builder} {how}")
     for name in (MODEL_FILE, VOCAB_FILE):
         lines.append(f"{name + ':':<13}{(gen.model_dir / name).stat().st_size:,} bytes")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import weakref
 from collections import deque
@@ -55,6 +56,10 @@ MAX_BATCH_CHARS = 1 << 26
 THREADED_WARM_UP = 16
 # Stateful warm-up slices: an LSTM 256 projects a 4,096-character slice in 16 MB per prompt.
 WARM_UP_SLICE = 4096
+# A window model's window greedy graph is built once greedy calls have asked for this many
+# characters: building it takes ~3 ms (7 in a fresh process) and it saves ~2.5 us a
+# character of the default model, so a one-off short `textgen generate` never pays for it.
+WINDOW_GRAPH_AFTER = 2000
 # Greedy streams kept bound between calls, per Generator: as many as run at once, up to
 # this; binding a stream's two Runs afresh costs ~60 us (22 tensors through IOBinding).
 IDLE_STREAMS = 4
@@ -91,11 +96,19 @@ class Generator:
     # Greedy streams no call is using (see _greedy_stream); deque's append and pop are atomic.
     # Each Generator has its own (replace() makes a new one).
     _idle: deque[_GreedyStream] = field(init=False, repr=False, compare=False)
+    # A window model's window greedy graph, until it is built (see _window_session).
+    _window_graph: Callable[[], StepSessions | None] | None = field(
+        init=False, repr=False, compare=False
+    )
+    _window_demand: int = field(init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._in_dtype = np.dtype(self.spec.input.dtype)
         self._char_table = np.array(self.spec.chars, dtype=object)
         self._idle = deque(maxlen=IDLE_STREAMS)
+        self._window_graph, self._window_demand = None, 0
+        self._lock = threading.Lock()
 
     @classmethod
     def load(
@@ -140,7 +153,8 @@ class Generator:
         session = make_session(data, opts, model_path)
         steps: StepSessions | None = None
         recorded = spec.graph_builder if spec.stateful else window_builder(model, spec)
-        if (graph_builder or recorded) == "decomposed":
+        decomposed = (graph_builder or recorded) == "decomposed"
+        if decomposed and spec.stateful:
             steps = make_step_sessions(
                 spec, model, precision, model_path, threads=threads, memory_arena=memory_arena
             )
@@ -166,6 +180,10 @@ class Generator:
                 greedy_session=steps.greedy if steps else None,
                 reader_session=steps.reader if steps else None,
             )
+            if decomposed and not spec.stateful:  # built on first need: see _window_session
+                gen._window_graph = partial(
+                    make_step_sessions, spec, model, precision, model_path, threads=threads
+                )
             gen._probe()
         except (RuntimeError, ValueError, UnicodeDecodeError) as exc:
             # Found by fuzzing: graphs that load but cannot run (mutated weight shapes, an
@@ -200,9 +218,32 @@ class Generator:
 
     @property
     def graph_builder(self) -> str:
-        """How generation steps run: "decomposed" (graphs built at load) or "native"."""
-        built = self.step_session is not None or self.greedy_session is not None
-        return "decomposed" if built else "native"
+        """How generation steps run: "decomposed" (graphs built from model.onnx's weights)
+        or "native"."""
+        graphs = (self.step_session, self.greedy_session, self._window_graph)
+        return "native" if graphs == (None, None, None) else "decomposed"
+
+    def _window_session(self, length: int) -> ort.InferenceSession | None:
+        """A window model's window greedy graph, once greedy calls have asked for
+        WINDOW_GRAPH_AFTER characters in all (this one's `length` included): built then,
+        once, or never where the builder cannot read the graph (model.onnx runs it all)."""
+        if self._window_graph is None:
+            return self.greedy_session
+        self._window_demand += length
+        if self._window_demand < WINDOW_GRAPH_AFTER:
+            return None
+        with self._lock:
+            if self._window_graph is not None:
+                steps = self._window_graph()
+                if steps is None:
+                    log.warning(
+                        "%s: not in the form the window graph builder reads; generating "
+                        "with model.onnx itself",
+                        self.model_dir,
+                    )
+                self.greedy_session = steps.greedy if steps else None
+                self._window_graph = None
+        return self.greedy_session
 
     def _probe(self) -> None:
         """One greedy and one sampled step on a dummy prompt, through the very bindings
@@ -307,7 +348,8 @@ class Generator:
         """The decode loop (`tests/test_generator.py::notebook_loop` is the same loop
         written plainly). `ended`, if given, receives the stop string that ended it."""
         with _model_failures():
-            advance, chosen = self._decoder([ids], None if options.greedy else Sampler(options))
+            sampler = None if options.greedy else Sampler(options)
+            advance, chosen = self._decoder([ids], sampler, length)
         column = chosen[:, 0]  # the characters of one Run: one, or the greedy graph's
         chars = self.spec.chars
         stops = StopMatcher(options.stop, prompt) if options.stop else None
@@ -393,7 +435,8 @@ class Generator:
         # Indices fit 16 bits (at most MAX_CHARS characters): a quarter of int64's memory.
         out = np.empty((length, len(prompts)), dtype=np.uint16)
         with _model_failures():
-            advance, chosen = self._decoder(encoded, None if options.greedy else Sampler(options))
+            sampler = None if options.greedy else Sampler(options)
+            advance, chosen = self._decoder(encoded, sampler, length)
             vocab = self.spec.vocab_size
             t = 0
             while t < length:
@@ -416,7 +459,7 @@ class Generator:
         return results
 
     def _decoder(
-        self, prompts: list[np.ndarray], sampler: Sampler | None = None
+        self, prompts: list[np.ndarray], sampler: Sampler | None = None, length: int = 0
     ) -> tuple[Callable[[], object], np.ndarray]:
         """Decoding state for encoded prompts, owned by this call.
 
@@ -424,7 +467,8 @@ class Generator:
         once, writes the characters it chose for every prompt into `chosen` (one per Run;
         GREEDY_STEPS on the greedy graph) and feeds the last back, so the following call
         continues the text. Greedy decoding reads the graph's own argmax (`next`);
-        sampling reads `probs`.
+        sampling reads `probs`. `length`: the characters the caller will ask for (a
+        window model's window graph is built once enough have been asked for).
         """
         batch = len(prompts)
         nxt = np.zeros(batch, dtype=np.int64)
@@ -437,7 +481,7 @@ class Generator:
             pick = partial(sampler, probs, nxt)
         if self.spec.stateful:
             return self._stateful_decoder(prompts, target, pick, nxt)
-        if batch == 1 and pick is None and self.greedy_session is not None:
+        if batch == 1 and pick is None and self._window_session(length) is not None:
             return self._window_decoder(prompts[0])
         window = np.stack([p[-self.spec.seq_length :] for p in prompts]).astype(self._in_dtype)
         bound = BoundRun(self.session, {self.spec.input.name: window}, target)

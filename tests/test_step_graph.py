@@ -511,12 +511,19 @@ def test_bad_graph_builder_settings_are_refused(stateful_models, model_copy) -> 
 
 def test_the_default_model_generates_on_its_window_graph(model_copy) -> None:
     """A short SimpleRNN window model (the default) generates greedily on the window greedy
-    graph, with model.onnx's text for any length and prompt, and model.onnx for the rest."""
+    graph, built once greedy calls have asked for WINDOW_GRAPH_AFTER characters, with
+    model.onnx's text for any length and prompt, and model.onnx for the rest."""
+    from runtime.generator import WINDOW_GRAPH_AFTER
+
     fast = Generator.load(model_copy)
     slow = Generator.load(model_copy, graph_builder="native")
     assert (fast.graph_builder, slow.graph_builder) == ("decomposed", "native")
-    assert fast.greedy_session is not None and fast.step_session is None
     prompt = fast.spec.sample_prompt
+    short = WINDOW_GRAPH_AFTER // 2
+    assert fast.generate(prompt, short) == slow.generate(prompt, short)
+    assert fast.greedy_session is None  # a short text costs no build
+    assert fast.generate(prompt, short) == slow.generate(prompt, short)
+    assert fast.greedy_session is not None and fast.step_session is None
     for n in (1, GREEDY_STEPS - 1, GREEDY_STEPS, GREEDY_STEPS + 1, 3 * GREEDY_STEPS + 2, 200):
         for p in (prompt, prompt[:3], prompt[-5:]):
             assert fast.generate(p, n) == slow.generate(p, n), (p, n)
@@ -592,7 +599,7 @@ def test_info_says_how_steps_run(stateful_models, tmp_path) -> None:
     for path, builder in (
         (stateful_models["lstm"], "decomposed (step graphs"),
         (recorded, "native (model.onnx)"),
-        (None, "decomposed (greedy text: a window graph"),  # the default model
+        (None, "decomposed (long greedy texts: a window graph"),  # the default model
     ):
         where = ["--model", str(path)] if path else []
         result = CliRunner().invoke(main, ["info", *where])
