@@ -88,9 +88,6 @@ class Generator:
     # A window model's is the window greedy graph (see window_builder); `session` runs
     # everything else.
     greedy_session: ort.InferenceSession | None = field(default=None, repr=False)
-    # ... and the reader graph, READER_STEPS characters of that stream's prompt per Run
-    # (None: model.onnx reads it all; see wants_reader_graph).
-    reader_session: ort.InferenceSession | None = field(default=None, repr=False)
     _in_dtype: np.dtype = field(init=False, repr=False)
     _char_table: np.ndarray = field(init=False, repr=False)
     # Greedy streams no call is using (see _greedy_stream); deque's append and pop are atomic.
@@ -178,7 +175,6 @@ class Generator:
                 warmup_session=warm,
                 step_session=steps.step if steps else None,
                 greedy_session=steps.greedy if steps else None,
-                reader_session=steps.reader if steps else None,
             )
             if decomposed and not spec.stateful:  # built on first need: see _window_session
                 gen._window_graph = partial(
@@ -203,7 +199,6 @@ class Generator:
         *,
         step_session: ort.InferenceSession | None = None,
         greedy_session: ort.InferenceSession | None = None,
-        reader_session: ort.InferenceSession | None = None,
     ) -> Generator:
         """A Generator over a session built elsewhere, without `load`'s file checks: for the
         exporter's own verification of a graph it has just built, and for tests."""
@@ -213,7 +208,6 @@ class Generator:
             model_dir=Path(model_dir),
             step_session=step_session,
             greedy_session=greedy_session,
-            reader_session=reader_session,
         )
 
     @property
@@ -544,15 +538,8 @@ class Generator:
         stream = self._greedy_stream()
         for buf in stream.here:
             buf.fill(0.0)
-        step = cycle(stream.runs).__next__  # the first Run reads `here`
-        # The prompt but its last character: whole READER_STEPS-character pieces on the
-        # reader graph (after the rest, on model.onnx), swapping the state buffers as the
-        # greedy Runs do; an odd number of pieces leaves the state where the second reads.
-        rest = stream.reading(len(prompt) - 1)
-        self._warm_up([prompt[: rest + 1]], stream.here)
-        pieces = stream.read(prompt[rest:-1])
-        if pieces % 2:
-            step()
+        self._warm_up([prompt], stream.here)
+        step = cycle(stream.runs).__next__  # from `here`, as the warm-up left it
         ids, chosen = stream.ids, stream.chosen
         ids[0, 0] = prompt[-1]
 
@@ -587,7 +574,7 @@ class Generator:
 
     def _greedy_stream(self) -> _GreedyStream:
         """An idle greedy stream of this Generator's greedy graph, or a new one."""
-        from .step_graph import GREEDY_STEPS, READER_STEPS, greedy_outputs  # with the session
+        from .step_graph import GREEDY_STEPS, greedy_outputs  # loaded with the session
 
         assert self.greedy_session is not None
         try:
@@ -600,16 +587,12 @@ class Generator:
         if not self.spec.stateful:  # the window greedy graph reads one int64 window
             window = np.zeros((1, self.spec.seq_length), np.int64)
             bound = BoundRun(self.greedy_session, {self.spec.input.name: window[0]}, target)
-            return _GreedyStream(window, chosen, [], [bound], window[0, :0], [])
+            return _GreedyStream(window, chosen, [], [bound])
         here = [np.zeros((1, s.shape[1]), np.float32) for s in self.spec.states]
         there = [np.zeros_like(a) for a in here]
         ids = np.zeros((1, 1), np.int64)  # the greedy graph reads int64, as GatherND does
         runs = self._alternating_runs(ids, target, here, there, self.greedy_session)
-        given = np.zeros((1, READER_STEPS), np.int64)
-        reads = []
-        if self.reader_session is not None:
-            reads = self._alternating_runs(given, {}, here, there, self.reader_session)
-        return _GreedyStream(ids, chosen, here, runs, given[0], reads)
+        return _GreedyStream(ids, chosen, here, runs)
 
     def _alternating_runs(
         self,
@@ -682,21 +665,6 @@ class _GreedyStream:
     chosen: np.ndarray  # [GREEDY_STEPS, 1]: the characters a Run chose
     here: list[np.ndarray]  # the states the first Run reads (the second writes them)
     runs: list[BoundRun]  # own every buffer above
-    given: np.ndarray  # [READER_STEPS] int64: the prompt characters a reader Run reads
-    reads: list[BoundRun]  # the reader graph's Runs over the same states (or none)
-
-    def reading(self, n: int) -> int:
-        """Of `n` prompt characters, how many are not read on the reader graph."""
-        return n % len(self.given) if self.reads else n
-
-    def read(self, ids: np.ndarray) -> int:
-        """Read `ids` (whole pieces of READER_STEPS) from `here`, alternating the state
-        buffers; returns how many pieces (Runs) it took."""
-        pieces = len(ids) // len(self.given) if self.reads else 0
-        for k in range(pieces):
-            self.given[:] = ids[k * len(self.given) : (k + 1) * len(self.given)]
-            self.reads[k % 2].run()
-        return pieces
 
 
 def _out_of_range(index: int, vocab: int) -> ArtifactError:

@@ -119,7 +119,6 @@ class StepSessions(NamedTuple):
 
     step: ort.InferenceSession | None  # one character per Run, any batch (stateful models)
     greedy: ort.InferenceSession | None  # one greedy stream, GREEDY_STEPS characters per Run
-    reader: ort.InferenceSession | None  # that stream's prompt, READER_STEPS per Run
 
 
 def make_step_sessions(
@@ -133,19 +132,11 @@ def make_step_sessions(
     greedy: bool = True,
 ) -> StepSessions | None:
     """Sessions over the decomposed graphs of a model's vetted graph. A stateful model: the
-    one-step graph, and where `greedy` asks for them the greedy graph (if the model is
-    narrow enough for one) and the reader graph (if it reads prompts faster than
-    model.onnx). A window model: the window greedy graph only (with `greedy`). None when
+    one-step graph, and the greedy graph where `greedy` asks for it and the model is narrow
+    enough for one. A window model: the window greedy graph only (with `greedy`). None when
     `runtime.step_graph` does not recognize the graph or onnxruntime refuses what it
     built (model.onnx then runs every step)."""
-    from .step_graph import (
-        GREEDY_STEPS,
-        READER_STEPS,
-        decompose_each,
-        decompose_window,
-        wants_greedy_graph,
-        wants_reader_graph,
-    )
+    from .step_graph import GREEDY_STEPS, decompose_each, decompose_window, wants_greedy_graph
 
     if not spec.stateful:
         window = decompose_window(model, spec, precision, GREEDY_STEPS) if greedy else None
@@ -153,25 +144,22 @@ def make_step_sessions(
             return None
         try:
             opts = session_options(threads, memory_arena=memory_arena, reuse=False)
-            return StepSessions(None, make_session(window, opts, model_path), None)
+            return StepSessions(None, make_session(window, opts, model_path))
         except ArtifactError:
             return None
     counts = (1, GREEDY_STEPS) if greedy and wants_greedy_graph(spec, precision) else (1,)
-    readers = (READER_STEPS,) if len(counts) > 1 and wants_reader_graph(model, precision) else ()
-    graphs = decompose_each(model, spec, precision, counts, readers=readers)
+    graphs = decompose_each(model, spec, precision, counts)
     if graphs is None:
         return None
-    # The greedy and reader graphs' tensors are a few kilobytes, for one stream: each gets
-    # its own buffer (reuse=False), 0.6-0.9 us off a step at 64-256 units. The one-step
-    # graph's grow with the batch, and it gained 0-3%: it shares them.
+    # The greedy graph's tensors are a few kilobytes, for one stream: each gets its own
+    # buffer (reuse=False), 0.6-0.9 us off a step at 64-256 units. The one-step graph's
+    # grow with the batch, and it gained 0-3%: it shares them.
     options = [session_options(threads, memory_arena=memory_arena, reuse=n == 1) for n in counts]
-    options += [session_options(threads, memory_arena=memory_arena, reuse=False) for _ in readers]
     try:
         sessions = [make_session(g, o, model_path) for g, o in zip(graphs, options, strict=True)]
     except ArtifactError:  # model.onnx itself loaded; it can run the steps too
         return None
-    sessions += [None] * (3 - len(sessions))
-    return StepSessions(*sessions)
+    return StepSessions(sessions[0], sessions[1] if len(sessions) > 1 else None)
 
 
 def first_line(exc: BaseException) -> str:

@@ -18,9 +18,7 @@ GREEDY_STEPS copies of the step chained in one graph, each reading the character
 before chose, so that a Run's fixed cost is paid once for all of them. Its step is the
 one-step graph's less two nodes (see `_Builder.build`): it writes no probabilities, and it
 reads one stream, whose table row MatMulNBits can add as its own bias. Sampling, batches,
-`Context` and wider models run the one-step graph. Where it reads faster than the native
-operator (`wants_reader_graph`), that stream's prompt goes through the reader graph: the
-greedy step without its output layer, teacher-forced over READER_STEPS given characters.
+`Context` and wider models run the one-step graph.
 
 A window model's greedy text can run on the window greedy graph (`_Builder.window`):
 GREEDY_STEPS windows chained in one graph, each the layers decomposed over its seq_length
@@ -162,26 +160,6 @@ def wants_greedy_graph(spec: ModelSpec, precision: str) -> bool:
     return max(s.shape[1] for s in spec.states) <= GREEDY_MAX_UNITS[precision]
 
 
-# The reader graph: one greedy stream's prompt, READER_STEPS characters per Run (the rest
-# through model.onnx), where it reads faster than model.onnx's native operator. That is an
-# int8 GRU from 256 units: onnxruntime's GRU operator multiplies the dequantized float
-# weights (a 768 KB recurrent matrix at 256 units, past a core's L2), the reader their int8
-# form. Per character, 8 at a time: GRU 256 int8 5.7 us against 8.9; at 128 units 4.4
-# against 3.3, GRU 256 fp32 10.3 against 9.2, LSTM 256 int8 (DynamicQuantizeLSTM) 6.2
-# against 5.1, LSTM 64 fp32 3.9 against 2.0: the native operator's one input product for
-# all the characters and its fused gates win wherever its weights are as small.
-READER_STEPS = 8
-READER_MIN_UNITS = {"GRU": 256}
-
-
-def wants_reader_graph(model: Model, precision: str) -> bool:
-    """Whether one greedy stream of this (vetted) stateful graph in `precision` reads its
-    prompt on the reader graph."""
-    cells = _cells(model)
-    wide = all(units >= READER_MIN_UNITS.get(op, 1 << 30) for op, units in cells)
-    return precision == "int8" and bool(cells) and wide
-
-
 def greedy_outputs(spec: ModelSpec, steps: int = GREEDY_STEPS) -> list[str]:
     """The greedy graph's outputs of the characters it chose, in order, each [batch] int64
     (its states come out under the spec's names, as the one-step graph's do)."""
@@ -219,15 +197,12 @@ def decompose(
     precision: str,
     int8_kernel: str = INT8_KERNEL,
     steps: int = 1,
-    reader: bool = False,
 ) -> bytes | None:
     """The serialized step graph for `model` (a checked stateful graph), or None when the
     graph is not one this builder recognizes. `int8_kernel`: one of INT8_KERNELS (the
     default is the faster one the installed onnxruntime runs). `steps` > 1: the greedy
-    graph, which runs that many characters per Run (see `greedy_outputs`); with `reader`,
-    the reader graph, which reads that many given characters (see `_Builder.serialized`)."""
-    counts, readers = ((), (steps,)) if reader else ((steps,), ())
-    graphs = decompose_each(model, spec, precision, counts, int8_kernel, readers=readers)
+    graph, which runs that many characters per Run (see `greedy_outputs`)."""
+    graphs = decompose_each(model, spec, precision, (steps,), int8_kernel)
     return None if graphs is None else graphs[0]
 
 
@@ -237,28 +212,23 @@ def decompose_each(
     precision: str,
     counts: Sequence[int],
     int8_kernel: str = INT8_KERNEL,
-    *,
-    readers: Sequence[int] = (),
 ) -> list[bytes] | None:
-    """`decompose` for each number of steps in `counts`, then the reader graph of each in
-    `readers`, from one reading of the native graph: its layers are parsed and their int8
-    matrices quantized once, and every graph shares those initializers (the folded float
-    tables are recomputed per graph: about 0.4 ms at 256 units)."""
+    """`decompose` for each number of steps in `counts`, from one reading of the native
+    graph: its layers are parsed and their int8 matrices quantized once, and every graph
+    shares those initializers (the folded float tables are recomputed per graph: about
+    0.4 ms at 256 units)."""
     if not spec.stateful or model.graph is None:
         return None
     if int8_kernel not in INT8_KERNELS:
         raise ValueError(f"int8_kernel must be one of {', '.join(INT8_KERNELS)}")
-    if any(n < 1 for n in counts) or any(n < 2 for n in readers):
-        raise ValueError("steps must be at least 1 (a reader's at least 2)")
+    if any(n < 1 for n in counts):
+        raise ValueError("steps must be at least 1")
     try:
         builder = _Builder(model, spec, precision, int8_kernel)
         graphs = []
         for n in counts:
             builder.build(greedy=n > 1)
             graphs.append(builder.serialized(n))
-        for n in readers:
-            builder.build(greedy=True)
-            graphs.append(builder.serialized(n, reader=True))
         return graphs
     except (_Unknown, ProtoError, ValueError, IndexError, KeyError):
         # A graph graph_rules accepted but not in our exporters' exact form (an edited or
@@ -438,11 +408,10 @@ class _Builder:
     def node(self, op: str, inputs: list[str], outputs: list[str], **ints: int) -> None:
         self.nodes.append((op, inputs, outputs, ints))
 
-    def encoded(self, steps: int, reader: bool = False) -> list[bytes]:
+    def encoded(self, steps: int) -> list[bytes]:
         """The nodes of `steps` chained copies of the step: step k reads the states step
-        k-1 wrote and the character it chose (`reader`: the k-th of the given ids, and
-        without the output layer), the last writes the states under their own names; the
-        weights are shared."""
+        k-1 wrote and the character it chose, the last writes the states under their own
+        names; the weights are shared."""
         spec = self.spec
         last = steps - 1
         state_out = {s.input: s.output for s in spec.states}
@@ -452,23 +421,14 @@ class _Builder:
             if steps == 1 or not x or x in self.inits:
                 return x
             if x == spec.input.name:  # step k's character
-                if reader:
-                    return _in_step(k, x)
                 return x if k == 0 else _in_step(k - 1, spec.next.name)
             if x in state_out:  # step k's states in
                 return x if k == 0 else _in_step(k - 1, state_out[x])
             return x if k == last and x in finals else _in_step(k, x)
 
-        nodes = self.nodes
         out = []
-        if reader:  # the ids [steps] as one [1] tensor per step, which GatherND reads
-            nodes = nodes[: self.head_at]
-            ids = [_in_step(k, spec.input.name) for k in range(steps)]
-            sizes = self.add(f"reader{steps}_sizes", np.ones(steps, np.int64))
-            split = Attribute(name="axis", type=ATTR_INT, i=0)
-            out.append(encode_node("Split", [spec.input.name, sizes], ids, attributes=[split]))
         for k in range(steps):
-            for op, inputs, outputs, ints in nodes:
+            for op, inputs, outputs, ints in self.nodes:
                 out.append(
                     _encoded(op, [name(k, x) for x in inputs], [name(k, x) for x in outputs], ints)
                 )
@@ -622,7 +582,7 @@ class _Builder:
         x = spec.input.name
         for k, layer in enumerate(layers):
             x = self.layer(k, layer, x)
-        self.head_at = len(self.nodes)  # the reader graph ends here
+        self.head_at = len(self.nodes)  # the window graph's template ends here
         head_int8 = (
             self.int8_weights
             and self.int8_kernel == "MatMulNBits"
@@ -714,42 +674,29 @@ class _Builder:
             name="window",
         )
 
-    def serialized(self, steps: int, reader: bool = False) -> bytes:
+    def serialized(self, steps: int) -> bytes:
         """The serialized graph of `steps` chained copies of the built step: the one-step
         graph, or (steps > 1, after build(greedy=True)) the greedy graph, whose ids are
-        int64 [1] (GatherND's indices) and whose states are [1, units].
-
-        `reader`: the reader graph, the greedy step without its output layer, which reads
-        the `steps` characters of its ids [steps] (int64) and writes only the states: one
-        stream's prompt, teacher-forced, `steps` characters per Run.
-        """
+        int64 [1] (GatherND's indices) and whose states are [1, units]."""
         spec = self.spec
-        batch: list[str | int] = [1]
         if steps == 1:
-            batch = ["batch"]
+            batch: list[str | int] = ["batch"]
             in_type = INT32 if spec.input.dtype == "int32" else INT64
             outputs = [
                 encode_value_info(spec.output.name, FLOAT, ["batch", spec.vocab_size]),
                 encode_value_info(spec.next.name, INT64, ["batch"]),
             ]
-            inputs = [encode_value_info(spec.input.name, in_type, batch)]
-        elif reader:  # one stream's given characters; the states only
-            outputs = []
-            inputs = [encode_value_info(spec.input.name, INT64, [steps])]
         else:  # greedy: one stream; the chosen characters only
+            batch, in_type = [1], INT64
             outputs = [encode_value_info(n, INT64, batch) for n in greedy_outputs(spec, steps)]
-            inputs = [encode_value_info(spec.input.name, INT64, batch)]
+        inputs = [encode_value_info(spec.input.name, in_type, batch)]
         for s in spec.states:
             inputs.append(encode_value_info(s.input, FLOAT, [*batch, s.shape[1]]))
             outputs.append(encode_value_info(s.output, FLOAT, [*batch, s.shape[1]]))
         opsets = {"": OPSET, MS_DOMAIN: MS_OPSET} if self.int8_weights else {"": OPSET}
-        nodes = self.encoded(steps, reader)
-        kept = self.nodes[: self.head_at] if reader else self.nodes
-        used = {x for _, ins, _, _ in kept for x in ins}
-        if reader:
-            used.add(f"reader{steps}_sizes")
+        used = {x for _, ins, _, _ in self.nodes for x in ins}
         return encode_model(
-            nodes,
+            self.encoded(steps),
             [parts for name, parts in self.inits.items() if name in used],
             inputs,
             outputs,

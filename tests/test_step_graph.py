@@ -30,14 +30,12 @@ from runtime.onnx_proto import (
 from runtime.step_graph import (
     GREEDY_STEPS,
     INT8_KERNEL,
-    READER_STEPS,
     WINDOW_MAX_POSITIONS,
     decompose,
     decompose_window,
     greedy_outputs,
     preferred_builder,
     wants_greedy_graph,
-    wants_reader_graph,
     window_builder,
 )
 
@@ -194,58 +192,6 @@ def test_greedy_graph_is_the_step_graph_fed_its_own_choices(cell: str, units: in
             for want, have in zip(states, got[k:], strict=True):
                 # Equal but for rounding: MatMulNBits adds its bias inside its sums.
                 assert np.abs(want - have).max() <= 1e-5, precision
-
-
-@pytest.mark.parametrize(
-    ("cell", "layers", "units", "precision"),
-    [
-        ("lstm", 2, 12, "fp32"),
-        ("gru", 2, 12, "fp32"),
-        ("simple", 2, 12, "fp32"),
-        ("gru", 1, 256, "int8"),  # the one that runs it: its product in int8
-    ],
-)
-def test_reader_graph_is_the_step_graph_fed_the_given_characters(
-    cell: str, layers: int, units: int, precision: str
-) -> None:
-    """One Run of the reader graph of k steps ends in the states k Runs of the one-step
-    graph reach from the same states on the same k characters; it has no output layer."""
-    native, int8, spec = _graphs(cell, layers, units=units)
-    data = native if precision == "fp32" else int8
-    k = 5
-    graph = decompose(parse_model(data), spec, precision, steps=k, reader=True)
-    assert graph is not None
-    proto = onnx.load_from_string(graph)
-    assert {"ArgMax", "Softmax"}.isdisjoint(n.op_type for n in proto.graph.node)
-    assert [o.name for o in proto.graph.output] == [s.output for s in spec.states]
-    reader = ort.InferenceSession(graph, session_options(1), providers=["CPUExecutionProvider"])
-    step = decompose(parse_model(data), spec, precision)
-    rng = np.random.default_rng(3)
-    for _ in range(3):
-        start = [rng.normal(0, 0.5, (1, s.shape[1])).astype(np.float32) for s in spec.states]
-        ids = rng.integers(0, VOCAB, (1, k))
-        want = [v[-1] for v in _steps(step, spec, ids.astype(np.int32), start)[2]]
-        states = dict(zip([s.input for s in spec.states], start, strict=True))
-        got = reader.run(None, {"char_ids": ids[0], **states})
-        for w, g in zip(want, got, strict=True):
-            # Equal but for rounding: MatMulNBits adds its bias (the table row) inside its
-            # sums, where the one-step graph adds it after.
-            assert np.abs(w - g).max() <= 1e-5 * max(1.0, float(np.abs(w).max()))
-
-
-def test_only_wide_int8_grus_get_a_reader_graph() -> None:
-    """The rule READER_MIN_UNITS states: model.onnx's native operator reads a prompt faster
-    except where it multiplies a wide GRU's dequantized weights in float."""
-    for cell, units, precision, wanted in [
-        ("gru", 256, "int8", True),
-        ("gru", 256, "fp32", False),
-        ("gru", 128, "int8", False),
-        ("lstm", 256, "int8", False),
-        ("simple", 256, "int8", False),
-    ]:
-        native, int8, _ = _graphs(cell, 1, units=units)
-        model = parse_model(int8 if precision == "int8" else native)
-        assert wants_reader_graph(model, precision) is wanted, (cell, units, precision)
 
 
 @pytest.mark.parametrize(
@@ -439,26 +385,6 @@ def test_export_records_the_builder_and_load_uses_it(stateful_models, tmp_path) 
     assert texts == [int8.generate(p, 20) for p in batch]
     assert Generator.load(gru).graph_builder == "decomposed"
     assert Generator.load(gru, graph_builder="native").graph_builder == "native"
-
-
-def test_a_reader_graph_reads_any_prompt_as_model_onnx_does(stateful_models) -> None:
-    """With a reader graph, whole pieces of READER_STEPS prompt characters go through it
-    after the rest went through model.onnx, in either state buffer: the same text for every
-    prompt length around the pieces (fp32, where the two agree to rounding)."""
-    from dataclasses import replace
-
-    from runtime.loading import read_model
-
-    gen = Generator.load(stateful_models["gru"], warmup_threads=1)
-    assert gen.reader_session is None  # fp32, 16 units: model.onnx reads faster
-    _, _, _, model = read_model(stateful_models["gru"], "fp32")
-    graph = decompose(model, gen.spec, "fp32", steps=READER_STEPS, reader=True)
-    session = ort.InferenceSession(graph, session_options(1, reuse=False))
-    reading = replace(gen, reader_session=session)
-    text = gen.spec.sample_prompt * 4
-    for n in [1, 2, *range(READER_STEPS - 1, 3 * READER_STEPS + 3)]:
-        prompt = text[:n]
-        assert reading.generate(prompt, 12) == gen.generate(prompt, 12), n
 
 
 def test_greedy_streams_are_reused_never_shared(stateful_models) -> None:

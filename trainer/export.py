@@ -139,11 +139,11 @@ def _stateful_parity(
 
 def step_sessions(
     spec: ModelSpec, onnx_bytes: bytes, precision: str, greedy: bool = True
-) -> tuple[Any, Any, Any]:
+) -> tuple[Any, Any]:
     """The sessions generation steps run on, chosen and built as the runtime chooses and
     builds them (vocab.json's graph_builder for a stateful model, the window rule for a
-    window model): the one-step, greedy and reader graphs (None where the model gets none,
-    or `greedy` is False), or None, None, None: model.onnx itself."""
+    window model): the one-step and greedy graphs (None where the model gets none, or
+    `greedy` is False), or None, None: model.onnx itself."""
     from runtime.loading import make_step_sessions
     from runtime.onnx_proto import parse_model
     from runtime.step_graph import window_builder
@@ -151,7 +151,7 @@ def step_sessions(
     model = parse_model(onnx_bytes)
     builder = spec.graph_builder if spec.stateful else window_builder(model, spec)
     if builder != "decomposed":
-        return None, None, None
+        return None, None
     steps = make_step_sessions(spec, model, precision, Path(MODEL_FILE), greedy=greedy)
     if steps is None:
         raise ExportError(
@@ -171,7 +171,7 @@ def verify(
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    step, greedy, reader = step_sessions(spec, onnx_bytes, "fp32")
+    step, greedy = step_sessions(spec, onnx_bytes, "fp32")
     windows = np.ascontiguousarray(windows[:MAX_PARITY_WINDOWS], dtype=np.int32)
     if spec.stateful:
         max_diff = _stateful_parity(session, step or session, model, spec, windows)
@@ -186,9 +186,7 @@ def verify(
             "nothing was published; please report this with the model's settings"
         )
     # Generation's own sessions: the greedy text below runs on the greedy graph.
-    gen = Generator.from_session(
-        spec, session, step_session=step, greedy_session=greedy, reader_session=reader
-    )
+    gen = Generator.from_session(spec, session, step_session=step, greedy_session=greedy)
     onnx_text = gen.generate(prompt, GREEDY_CHECK_LENGTH)[len(prompt) :]
     if spec.stateful:
         keras_ids = keras_greedy_stateful(model, gen.encode(prompt), GREEDY_CHECK_LENGTH)
