@@ -55,6 +55,7 @@ WINDOWS = [
     ("simple", 50, 10),
     ("simple", 256, 20),
     ("simple", 50, 24),
+    ("simple", 50, 40),
     ("lstm", 64, 3),
     ("gru", 64, 3),
 ]

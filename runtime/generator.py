@@ -215,7 +215,7 @@ class Generator:
         """How generation steps run: "decomposed" (graphs built from model.onnx's weights)
         or "native"."""
         graphs = (self.step_session, self.greedy_session, self._window_graph)
-        return "native" if graphs == (None, None, None) else "decomposed"
+        return "native" if all(g is None for g in graphs) else "decomposed"
 
     def _window_session(self, length: int) -> ort.InferenceSession | None:
         """A window model's window greedy graph, once greedy calls have asked for
