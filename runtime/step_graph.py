@@ -150,9 +150,10 @@ GREEDY_MAX_UNITS = {"fp32": 256, "int8": 512}
 # fp32, 0.60x int8; 256 units, window 20: 0.78-0.80x both. The ratio grows with the window
 # (each position adds kernels where the RNN operator adds a step of its loop) and from
 # about 24 positions it is within the noise: 50 units, window 24, 0.82-0.92x fp32 and
-# 0.78-1.06x int8 in two runs; window 40 0.93x, 0.89x in one. LSTM and GRU windows lose (LSTM 64 window 3 1.33x, window 10 2.47x;
-# GRU 64 window 3 1.51x, 128 window 8 1.53x; LSTM 256 window 10 1.21x): every position is a
-# dozen kernels where model.onnx runs all of a window's positions in one fused operator.
+# 0.78-1.06x int8 in two runs; window 40 0.93x, 0.89x in one. LSTM and GRU windows lose
+# (LSTM 64 window 3 1.30-1.34x, window 10 2.47x; GRU 64 window 3 1.37-1.51x, 128 window 8
+# 1.53x; LSTM 256 window 10 1.21x): every position is a dozen kernels where model.onnx runs
+# all of a window's positions in one fused operator.
 WINDOW_CELLS = ("RNN",)
 WINDOW_MAX_POSITIONS = 24
 WINDOW_MAX_UNITS = 256
