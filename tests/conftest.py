@@ -1,4 +1,4 @@
-"""Shared fixtures: copies of the shipped model to damage, and a tiny model trained once."""
+"""Shared fixtures: copies of the shipped model to damage, and tiny models trained once."""
 
 from __future__ import annotations
 
@@ -66,3 +66,29 @@ def long_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("long") / "long.txt"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def stateful_models(tmp_path_factory: pytest.TempPathFactory, corpus_file: Path) -> dict:
+    """Stateful LSTM and GRU models with int8 variants, trained once per session (read
+    only: a test that changes one copies it first)."""
+    from trainer.train import TrainConfig, train
+
+    out = {}
+    for cell in ("lstm", "gru"):
+        path = tmp_path_factory.mktemp("stateful") / cell
+        train(
+            TrainConfig(
+                out_dir=path,
+                corpus=corpus_file,
+                cell=cell,
+                units=32,
+                seq_length=16,
+                epochs=3,
+                mode="stateful",
+                quantize="int8",
+                seed=9,
+            )
+        )
+        out[cell] = path
+    return out

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -313,30 +312,6 @@ def test_the_builder_rule() -> None:
     assert preferred_builder("simple", 50) == "decomposed"
     assert preferred_builder("gru", 32) == "decomposed"
     assert preferred_builder("gru", 256) == "decomposed"
-
-
-@pytest.fixture(scope="module")
-def stateful_models(tmp_path_factory, corpus_file) -> dict[str, Path]:
-    from trainer.train import TrainConfig, train
-
-    out = {}
-    for cell, units in (("lstm", 16), ("gru", 16)):
-        path = tmp_path_factory.mktemp("builders") / cell
-        train(
-            TrainConfig(
-                out_dir=path,
-                corpus=corpus_file,
-                mode="stateful",
-                cell=cell,
-                units=units,
-                seq_length=8,
-                epochs=2,
-                quantize="int8",
-                seed=1,
-            )
-        )
-        out[cell] = path
-    return out
 
 
 def test_export_records_the_builder_and_load_uses_it(stateful_models, tmp_path) -> None:

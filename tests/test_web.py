@@ -89,30 +89,6 @@ def test_default_model_gives_the_runtimes_greedy_text(tools, server, tmp_path) -
     assert text == Generator.load().generate("This is Z", 60)
 
 
-@pytest.fixture(scope="module")
-def stateful_models(tmp_path_factory, corpus_file) -> dict[str, Path]:
-    from trainer.train import TrainConfig, train
-
-    out = {}
-    for cell in ("lstm", "gru"):
-        path = tmp_path_factory.mktemp("web") / cell
-        train(
-            TrainConfig(
-                out_dir=path,
-                corpus=corpus_file,
-                cell=cell,
-                units=32,
-                seq_length=16,
-                epochs=3,
-                mode="stateful",
-                quantize="int8",
-                seed=9,
-            )
-        )
-        out[cell] = path
-    return out
-
-
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_stateful_models_give_the_runtimes_greedy_text(
