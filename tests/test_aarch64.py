@@ -50,24 +50,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_greedy_output_is_identical_on_emulated_aarch64(
-    installed: Path, tmp_path: Path, corpus_file: Path
+    installed: Path, tmp_path: Path, stateful_models: dict
 ) -> None:
-    from trainer.train import TrainConfig, train
-
-    stateful = tmp_path / "stateful"
-    train(
-        TrainConfig(
-            out_dir=stateful,
-            corpus=corpus_file,
-            cell="lstm",
-            units=32,
-            seq_length=16,
-            epochs=3,
-            mode="stateful",
-            quantize="int8",
-            seed=4,
-        )
-    )
+    stateful = stateful_models["lstm"]
     cases = [(str(default_model_dir()), "fp32"), (str(stateful), "fp32"), (str(stateful), "int8")]
     proc = subprocess.run(
         [
