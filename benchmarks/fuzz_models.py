@@ -26,6 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 # A chunk of 500 cases takes a few seconds; minutes mean a case hangs.
 CHUNK_TIMEOUT = 600
+# Characters each loaded case generates: past runtime.generator.WINDOW_GRAPH_AFTER, so a
+# window model's window graph is built from the damaged weights and run too.
+LENGTH = 2_100
 
 WORKER = r"""
 import hashlib, json, random, sys, traceback
@@ -74,7 +77,7 @@ for case in range(int(first), int(first) + int(count)):
     (work / "vocab.json").write_text(json.dumps(vocab))
     try:
         g = Generator.load(work)
-        g.generate(g.spec.sample_prompt, 3)
+        g.generate(g.spec.sample_prompt, LENGTH)
         counts["ok"] += 1
     except ArtifactError:
         counts["ArtifactError"] += 1
@@ -82,7 +85,7 @@ for case in range(int(first), int(first) + int(count)):
         print(json.dumps({"case": case, "kind": kind, "error": traceback.format_exc()}))
         sys.exit(3)
 print(json.dumps(counts))
-"""
+""".replace("LENGTH", str(LENGTH))
 
 
 def fuzz(
@@ -178,7 +181,9 @@ def main() -> None:
         "bit flips, splices, insertions, zeroed runs, random bytes. Protobuf level "
         "(`benchmarks/proto_mutate.py`): over-long and high-bit tags, wrong wire types, "
         "repeated and deleted fields, foreign fields, deep nesting, extreme and over-long "
-        "varints, swapped fields, smuggled external data, model-local functions.",
+        "varints, swapped fields, smuggled external data, model-local functions. A case that "
+        f"loads generates {LENGTH:,} greedy characters (a short SimpleRNN window model's "
+        "window graph is then built from the damaged weights and run too).",
         "",
         "| measure | byte level | protobuf level | goal |",
         "|---|---:|---:|---|",
