@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_litert import train_stateful  # noqa: E402
+from bench_litert import train_briefly  # noqa: E402
 from corpora import kjv  # noqa: E402
 from report import interleaved_times, machine, publish  # noqa: E402
 
@@ -61,26 +61,6 @@ WINDOWS = [
 ]
 
 
-def train_window(out: Path, corpus: Path, cell: str, units: int, seq: int, steps: int) -> None:
-    from trainer.train import TrainConfig, train
-
-    train(
-        TrainConfig(
-            out_dir=out,
-            corpus=corpus,
-            cell=cell,
-            units=units,
-            seq_length=seq,
-            batch_size=64,
-            epochs=1,
-            steps_per_epoch=steps,
-            quantize="int8",
-            max_val_windows=256,
-            seed=1,
-        )
-    )
-
-
 def window_rows(tmp: Path, corpus: Path, steps: int, n: int, repeats: int) -> list[tuple]:
     """Window models, native (model.onnx every step) against the window greedy graph."""
     from runtime.artifact import default_model_dir
@@ -90,7 +70,7 @@ def window_rows(tmp: Path, corpus: Path, steps: int, n: int, repeats: int) -> li
     models = [("default", default_model_dir(), ("fp32",))]
     for cell, units, seq in [] if steps <= 0 else WINDOWS:
         out = tmp / f"window-{cell}{units}-{seq}"
-        train_window(out, corpus, cell, units, seq, steps)
+        train_briefly(out, corpus, cell, units, steps, seq_length=seq)
         models.append((f"{cell} {units}", out, ("fp32", "int8")))
     rows = []
     for name, path, precisions in models:
@@ -122,7 +102,7 @@ def main() -> None:
         for cell in cells:
             for units in sizes:
                 out = Path(tmp_name) / f"{cell}{units}"
-                train_stateful(out, corpus, cell, units, args.steps)
+                train_briefly(out, corpus, cell, units, args.steps, mode="stateful")
                 for precision in ("fp32", "int8"):
                     gens = {
                         b: Generator.load(

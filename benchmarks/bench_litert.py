@@ -138,20 +138,7 @@ def window_row(tmp: Path, corpus: Path, seq: int, steps: int, n: int, repeats: i
     from trainer.model import load_keras
 
     out = tmp / f"window{seq}"
-    train(
-        TrainConfig(
-            out_dir=out,
-            corpus=corpus,
-            cell="lstm",
-            units=256,
-            seq_length=seq,
-            batch_size=64,
-            epochs=1,
-            steps_per_epoch=steps,
-            max_val_windows=256,
-            seed=1,
-        )
-    )
+    train_briefly(out, corpus, "lstm", 256, steps, seq_length=seq, quantize=None)
     gen = Generator.load(out)
     step = litert_step(
         load_keras(out / "model.keras", compile=False), seq, gen.spec.vocab_size, False
@@ -167,21 +154,32 @@ def window_row(tmp: Path, corpus: Path, seq: int, steps: int, n: int, repeats: i
     return (f"lstm window {seq}", 256, "fp32", "native", ours, None, None, theirs, same, rss, 1)
 
 
-def train_stateful(out: Path, corpus: Path, cell: str, units: int, steps: int) -> None:
-    """A stateful model (chunks of 100, the cell's default activation) with its int8
-    variant, trained `steps` steps: the models the real-size benchmarks time."""
+def train_briefly(
+    out: Path,
+    corpus: Path,
+    cell: str,
+    units: int,
+    steps: int,
+    *,
+    seq_length: int = 100,
+    mode: str = "window",
+    quantize: str | None = "int8",
+) -> None:
+    """A model trained `steps` steps of batch 64 (the cell's default activation), with its
+    int8 variant unless `quantize` is None: the models the benchmarks time, whose speed
+    does not depend on how well they learned."""
     train(
         TrainConfig(
             out_dir=out,
             corpus=corpus,
             cell=cell,
             units=units,
-            seq_length=100,
+            seq_length=seq_length,
             batch_size=64,
             epochs=1,
             steps_per_epoch=steps,
-            mode="stateful",
-            quantize="int8",
+            mode=mode,
+            quantize=quantize,
             max_val_windows=256,
             seed=1,
         )
@@ -208,7 +206,7 @@ def main() -> None:
             print(rows[-1], flush=True)
         for cell, units in configs:
             out = tmp / f"{cell}{units}"
-            train_stateful(out, corpus, cell, units, args.steps)
+            train_briefly(out, corpus, cell, units, args.steps, mode="stateful")
             for precision in ("fp32", "int8"):
                 gen = Generator.load(out, precision=precision, warmup_threads=1)
                 native = Generator.load(

@@ -33,7 +33,7 @@ from .loading import (
     read_model,
     session_options,
 )
-from .step_graph import window_builder
+from .step_graph import chosen_builder
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,7 @@ class Generator:
         opts = session_options(threads, memory_arena=memory_arena)
         session = make_session(data, opts, model_path)
         steps: StepSessions | None = None
-        recorded = spec.graph_builder if spec.stateful else window_builder(model, spec)
-        decomposed = (graph_builder or recorded) == "decomposed"
+        decomposed = (graph_builder or chosen_builder(model, spec)) == "decomposed"
         if decomposed and spec.stateful:
             steps = make_step_sessions(
                 spec, model, precision, model_path, threads=threads, memory_arena=memory_arena

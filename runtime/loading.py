@@ -115,7 +115,7 @@ def make_session(data: bytes, opts: ort.SessionOptions, model_path: Path) -> ort
 
 
 class StepSessions(NamedTuple):
-    """The sessions over a stateful model's decomposed graphs (`runtime.step_graph`)."""
+    """The sessions over a model's decomposed graphs (`runtime.step_graph`)."""
 
     step: ort.InferenceSession | None  # one character per Run, any batch (stateful models)
     greedy: ort.InferenceSession | None  # one greedy stream, GREEDY_STEPS characters per Run

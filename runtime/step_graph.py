@@ -110,6 +110,12 @@ def preferred_builder(cell: str, units: int) -> str:
     return DECOMPOSED
 
 
+def chosen_builder(model: Model, spec: ModelSpec) -> str:
+    """The builder a model's generation runs on unless told otherwise: vocab.json's
+    `graph_builder` for a stateful model, `window_builder`'s for a window model."""
+    return spec.graph_builder if spec.stateful else window_builder(model, spec)
+
+
 def window_builder(model: Model, spec: ModelSpec) -> str:
     """The builder a window model's greedy generation runs on, decided at load from its
     (vetted) graph (vocab.json records a choice for stateful models only): the window

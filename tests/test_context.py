@@ -32,23 +32,9 @@ def models(tiny_model: Path, stateful_lstm: Path) -> dict[str, Generator]:
 
 
 @pytest.fixture(scope="module")
-def stateful_lstm(tmp_path_factory: pytest.TempPathFactory, corpus_file: Path) -> Path:
-    from trainer.train import TrainConfig, train
-
-    out = tmp_path_factory.mktemp("ctx") / "lstm"
-    config = TrainConfig(
-        out_dir=out,
-        corpus=corpus_file,
-        cell="lstm",
-        units=32,
-        seq_length=16,
-        epochs=4,
-        mode="stateful",
-        quantize="int8",
-        seed=5,
-    )
-    train(config)
-    return out
+def stateful_lstm(stateful_models: dict) -> Path:
+    """The session's shared stateful LSTM (with its int8 variant)."""
+    return stateful_models["lstm"]
 
 
 @pytest.mark.parametrize("kind", ["window", "stateful", "stateful-int8"])

@@ -146,11 +146,10 @@ def step_sessions(
     `greedy` is False), or None, None: model.onnx itself."""
     from runtime.loading import make_step_sessions
     from runtime.onnx_proto import parse_model
-    from runtime.step_graph import window_builder
+    from runtime.step_graph import chosen_builder
 
     model = parse_model(onnx_bytes)
-    builder = spec.graph_builder if spec.stateful else window_builder(model, spec)
-    if builder != "decomposed":
+    if chosen_builder(model, spec) != "decomposed":
         return None, None
     steps = make_step_sessions(spec, model, precision, Path(MODEL_FILE), greedy=greedy)
     if steps is None:
