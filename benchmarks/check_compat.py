@@ -184,7 +184,7 @@ def main() -> None:
     lines = [
         "## onnxruntime compatibility (`benchmarks/check_compat.py`)",
         "",
-        f"Greedy output of {len(names)} models ({LENGTH} characters each) in fresh venvs, "
+        f"Greedy output of {len(names)} models ({LENGTH:,} characters each) in fresh venvs, "
         f"compared with this venv's onnxruntime {reference['onnxruntime']}.",
         "",
         "| onnxruntime | "

@@ -212,7 +212,8 @@ class Generator:
     @property
     def graph_builder(self) -> str:
         """How generation steps run: "decomposed" (graphs built from model.onnx's weights)
-        or "native"."""
+        or "native". A window model's window graph is built once its greedy calls need it
+        (WINDOW_GRAPH_AFTER): "decomposed" from load, "native" if building it failed."""
         graphs = (self.step_session, self.greedy_session, self._window_graph)
         return "native" if all(g is None for g in graphs) else "decomposed"
 
