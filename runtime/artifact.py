@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -477,12 +479,30 @@ def _states(v: _Validator, doc: Any, mode: str) -> tuple[StateSpec, ...]:
     return tuple(out)
 
 
+# Opening a FIFO to read waits for a writer (forever, in a crafted model directory):
+# without blocking the open returns at once, and what it opened is checked before a read.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
 def read_capped(path: Path, limit: int, too_big: str) -> bytes:
-    """The bytes of `path`, refusing a file over `limit` before reading it all; every OS
-    error (missing, unreadable, a name too long) is the runtime's own one-line error."""
+    """The bytes of `path`, a regular file (not a FIFO, device or directory, which could
+    block, never end or hold no bytes), refusing a file over `limit` before reading it all;
+    every OS error (missing, unreadable, a name too long) is the runtime's own one-line
+    error."""
     try:
-        with path.open("rb") as fh:
-            data = fh.read(limit + 1)
+        fd = os.open(path, _OPEN_FLAGS)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, device or socket"
+                raise ArtifactError(
+                    f"{path} is {kind}, not a regular file; copy the files textgen-train "
+                    "wrote into the model directory"
+                )
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                data = fh.read(limit + 1)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise ModelNotFoundError(
             f"{path} not found; a model directory needs {MODEL_FILE} and {VOCAB_FILE} (and "

@@ -272,12 +272,28 @@ def _read_stdin_prompt() -> str:
         raise click.ClickException(
             "standard input is closed; pipe a prompt in, or give it as an argument"
         )
-    text = _decode(sys.stdin.buffer.read(), "standard input")
+    text = _read_input(sys.stdin.buffer, "standard input")
     # One trailing line ending (LF or CRLF) is the shell's, not the prompt's.
     for ending in ("\r\n", "\n"):
         if text.endswith(ending):
             return text[: -len(ending)]
     return text
+
+
+# The most bytes a prompt, a prompts file or a scored text may hold: an endless stream
+# (`textgen score /dev/zero`, `yes | textgen generate -`) ends with an error, not by taking
+# every byte of memory the machine has.
+MAX_INPUT_BYTES = 1 << 28
+
+
+def _read_input(fh: BinaryIO, source: str) -> str:
+    """The UTF-8 text of a stream or file the user gave, at most MAX_INPUT_BYTES."""
+    data = fh.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise click.ClickException(
+            f"{source} holds more than {MAX_INPUT_BYTES:,} bytes; split it into smaller parts"
+        )
+    return _decode(data, source)
 
 
 def _decode(data: bytes, source: str) -> str:
@@ -329,7 +345,7 @@ def _read_prompts(fh: BinaryIO) -> list[str]:
     before it dropped, as is the byte-order mark of a file saved by Windows tools."""
     name = getattr(fh, "name", "the prompts file")
     name = "standard input" if name in ("<stdin>", "-") else name
-    text = _decode(fh.read(), str(name))
+    text = _read_input(fh, str(name))
     prompts = text.split("\n")
     if prompts and prompts[-1] == "":
         prompts.pop()
@@ -375,7 +391,7 @@ def score(source: BinaryIO, model_dir: Path | None, precision: str, as_json: boo
     name = "standard input" if source.name in ("<stdin>", "-") else source.name
     try:
         gen = Generator.load(model_dir, precision=precision)
-        text = _decode(source.read(), str(name))
+        text = _read_input(source, str(name))
         if "\n" not in gen.spec.char_to_index:  # a file's last line ending, not its text
             text = text.removesuffix("\n").removesuffix("\r")
         start = time.perf_counter()

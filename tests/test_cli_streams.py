@@ -75,6 +75,20 @@ def test_stdin_that_is_not_utf8() -> None:
     _one_error(rc, err, "not UTF-8 (bad byte at offset 5)")
 
 
+@pytest.mark.parametrize(
+    ("command", "source"),
+    [
+        ("generate - < /dev/zero", "standard input"),
+        ("generate --prompts-file /dev/zero", "/dev/zero"),
+        ("score - < /dev/zero", "standard input"),
+        ("score /dev/zero", "/dev/zero"),
+    ],
+)
+def test_endless_input_is_one_error_not_all_memory(command: str, source: str) -> None:
+    rc, _, err = _sh(f"TEXTGEN {command}")
+    _one_error(rc, err, f"{source} holds more than 268,435,456 bytes")
+
+
 def test_crlf_stdin_drops_the_line_ending() -> None:
     rc, out, _ = _sh("TEXTGEN generate - -n 5", stdin=b"This is Z\r\n")
     assert rc == 0 and out == Generator.load().generate("This is Z", 5) + "\n"
@@ -119,7 +133,8 @@ def test_ascii_stdout_is_refused_before_the_stream_and_escaped_in_json(tmp_path,
 
 def test_unreadable_model_file_is_one_error(model_copy: Path) -> None:
     (model_copy / MODEL_FILE).unlink()
-    (model_copy / MODEL_FILE).mkdir()  # reading it fails with an OS error, even for root
+    # A link to itself: opening it fails with an OS error (ELOOP), even for root.
+    (model_copy / MODEL_FILE).symlink_to(MODEL_FILE)
     with pytest.raises(ArtifactError, match="cannot read .*model.onnx"):
         Generator.load(model_copy)
     rc, _, err = _sh(f"TEXTGEN info --model {model_copy}")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,6 +74,18 @@ def test_bad_corpus(tmp_path, content, message) -> None:
 def test_corpus_directory(tmp_path) -> None:
     with pytest.raises(CorpusError, match="is a directory"):
         Corpus.read(tmp_path)
+
+
+def test_corpus_device_is_refused_and_a_fifo_is_read(tmp_path) -> None:
+    # /dev/zero would be read until memory ran out; a FIFO ends, as `<(zcat c.gz)` does.
+    with pytest.raises(CorpusError, match="is a device or socket, not a text file"):
+        Corpus.read(Path("/dev/zero"))
+    fifo = tmp_path / "stream"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=("ab ba ab",))
+    writer.start()
+    assert Corpus.read(fifo).chars == (" ", "a", "b")
+    writer.join()
 
 
 def test_corpus_shorter_than_a_window(tmp_path) -> None:

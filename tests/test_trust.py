@@ -179,6 +179,28 @@ def test_next_out_of_range_is_an_artifact_error(model_copy: Path) -> None:
             gen._probe()
 
 
+# --- what a model directory's names are ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", [VOCAB_FILE, MODEL_FILE])
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_file_that_is_not_a_regular_file_is_refused(
+    model_copy: Path, tmp_path: Path, name: str, kind: str
+) -> None:
+    # A FIFO (which a tar archive can carry) blocked the open forever; /dev/zero was read
+    # up to the size cap.
+    path = model_copy / name
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+    else:
+        path.mkdir()
+    what = "a directory" if kind == "directory" else "a FIFO, device or socket"
+    _assert_refused(model_copy, tmp_path, needle=f"{name} is {what}, not a regular file")
+
+
 # --- vocab.json ----------------------------------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,13 @@ class Corpus:
             return cls.from_text(DEFAULT_TEXT)
         path = Path(path)
         try:
+            # A device (/dev/zero, /dev/urandom, a terminal) never ends: refused before a
+            # read. A FIFO is a stream that does (`--corpus <(zcat corpus.gz)`): read.
+            mode = os.stat(path).st_mode
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+                raise CorpusError(
+                    f"corpus {path} is a device or socket, not a text file; pass a UTF-8 text file"
+                )
             data = path.read_bytes()
         except FileNotFoundError:
             raise CorpusError(f"corpus file {path} not found; pass --corpus FILE") from None

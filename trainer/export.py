@@ -433,7 +433,8 @@ def reexport(
     keras_path = model_dir / KERAS_FILE
     if not keras_path.is_file():
         raise OutputDirError(
-            f"{keras_path} not found; re-export needs the Keras model that training keeps there"
+            f"{keras_path} is missing or not a regular file; re-export needs the Keras model "
+            "that training keeps there"
         )
     eval_windows, eval_source = None, "the parity windows"
     if held_out is not None:
