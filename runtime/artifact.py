@@ -6,6 +6,7 @@ through the same ones, so the format is defined in exactly one place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -515,6 +516,18 @@ def read_capped(path: Path, limit: int, too_big: str) -> bytes:
     if len(data) > limit:
         raise ArtifactError(f"{path} is larger than {limit:,} bytes; {too_big}")
     return data
+
+
+def take_mode(new: Path, old: Path) -> None:
+    """Give `new`, a directory about to replace `old`, old's mode and group: mkdtemp makes
+    it 0700 in the user's own group, and a shared model directory (2775, a team's group)
+    became private with each export. The group stays the user's where they are not in
+    old's."""
+    st = old.stat()
+    os.chmod(new, stat.S_IMODE(st.st_mode))
+    if new.stat().st_gid != st.st_gid:
+        with contextlib.suppress(OSError):
+            os.chown(new, -1, st.st_gid)
 
 
 def default_model_dir() -> Path:

@@ -10,13 +10,15 @@ failure leaves nothing half-written, and an existing SITE is never overwritten.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from pathlib import Path
 
-from .artifact import MODEL_FILES, VOCAB_FILE
+from .artifact import MAX_VOCAB_BYTES, VOCAB_FILE, ModelSpec, read_capped, take_mode
 from .errors import WebSiteError
 from .generator import Generator
+from .loading import MAX_MODEL_BYTES
 
 WEB_DIR = Path(__file__).parent / "web"
 # The onnxruntime-web release the page was tested with, its WASM-only build (no WebGPU /
@@ -44,7 +46,10 @@ def write_site(model_dir: Path | None, site: Path, ort_dist: Path | None = None)
     site = Path(site)
     if site.exists() and (not site.is_dir() or any(site.iterdir())):
         raise WebSiteError(f"{site} already exists and is not empty; choose a new directory")
-    gen = Generator.load(model_dir, warmup_threads=1)  # only a model that loads is published
+    # Only a model that loads is published, in every precision it lists.
+    gen = Generator.load(model_dir, warmup_threads=1)
+    for precision in gen.spec.precisions[1:]:
+        Generator.load(model_dir, precision=precision, warmup_threads=1)
     if ort_dist is not None:
         missing = [f for f in ORT_FILES if not (Path(ort_dist) / f).is_file()]
         if missing:
@@ -60,17 +65,36 @@ def write_site(model_dir: Path | None, site: Path, ort_dist: Path | None = None)
         (staging / "index.html").write_text(page, encoding="utf-8")
         shutil.copy(WEB_DIR / "textgen.js", staging / "textgen.js")
         (staging / "model").mkdir()
-        for name in (VOCAB_FILE, *(MODEL_FILES[p] for p in gen.spec.precisions)):
-            shutil.copy(gen.model_dir / name, staging / "model" / name)
+        for name, data in _model_files(gen).items():
+            (staging / "model" / name).write_bytes(data)
         if ort_dist is not None:
             (staging / "ort").mkdir()
             for name in ORT_FILES:
                 shutil.copy(Path(ort_dist) / name, staging / "ort" / name)
-        if site.exists():
-            site.rmdir()  # empty, checked above
+        if not site.exists():
+            site.mkdir()  # the mode a new directory gets here, which the site takes
+        take_mode(staging, site)
+        site.rmdir()  # empty: checked above, or just made
         staging.rename(site)
     except OSError as exc:
         raise WebSiteError(f"cannot write {site}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return site
+
+
+def _model_files(gen: Generator) -> dict[str, bytes]:
+    """The bytes of the files the site publishes, read once each and checked to be the
+    files `gen` loaded (a file replaced since is refused, not published)."""
+    changed = "changed since it was loaded; run textgen web again"
+    vocab = read_capped(gen.model_dir / VOCAB_FILE, MAX_VOCAB_BYTES, "it is not a vocabulary file")
+    if ModelSpec.from_json(vocab, source=VOCAB_FILE) != gen.spec:
+        raise WebSiteError(f"{gen.model_dir / VOCAB_FILE} {changed}")
+    files = {VOCAB_FILE: vocab}
+    for precision in gen.spec.precisions:
+        name, sha256 = gen.spec.model_file(precision)
+        data = read_capped(gen.model_dir / name, MAX_MODEL_BYTES, "it is not the file loaded")
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise WebSiteError(f"{gen.model_dir / name} {changed}")
+        files[name] = data
+    return files

@@ -37,6 +37,19 @@ def test_symlinked_out_is_followed_and_kept(tmp_path: Path, tiny_model: Path) ->
         assert _leftovers(tmp_path, real.parent, real) == []
 
 
+def test_out_keeps_its_mode_and_group(tmp_path: Path, tiny_model: Path) -> None:
+    # The swapped-in directory was mkdtemp's: 0700 in the user's group, with every export.
+    out = tmp_path / "shared"
+    out.mkdir()
+    os.chmod(out, 0o2775)
+    group = 1 if os.geteuid() == 0 else os.getgroups()[-1]  # root: daemon; else one of ours
+    os.chown(out, -1, group)
+    reexport(tiny_model, out)
+    assert out.stat().st_mode & 0o7777 == 0o2775
+    assert out.stat().st_gid == group
+    assert Generator.load(out).spec.chars == Generator.load(tiny_model).spec.chars
+
+
 @pytest.fixture
 def mount_point(tmp_path: Path):
     """A tmpfs mounted inside tmp_path: another filesystem than its parent."""

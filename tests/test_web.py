@@ -9,6 +9,7 @@ import html
 import http.server
 import json
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from browser import CHROMIUM, chromium  # noqa: E402
 
 from runtime import Generator  # noqa: E402
 from runtime.cli import main  # noqa: E402
+from runtime.errors import ArtifactError  # noqa: E402
 from runtime.web import write_site  # noqa: E402
 
 ORT_DIST = REPO / ".cache" / "ort-web" / "node_modules" / "onnxruntime-web" / "dist"
@@ -155,3 +157,26 @@ def test_web_command_refuses_to_overwrite_and_checks_the_dist(tmp_path) -> None:
     page = (tmp_path / "s3" / "index.html").read_text()
     assert 'integrity="sha384-' in page and "cdn.jsdelivr.net/npm/onnxruntime-web@" in page
     assert json.loads((tmp_path / "s3" / "model" / "vocab.json").read_text())["format"]
+
+
+def test_site_gets_the_directorys_own_mode_and_every_precision_is_checked(
+    tmp_path, stateful_models
+) -> None:
+    probe = tmp_path / "probe"
+    probe.mkdir()  # the mode a new directory gets under this process' umask
+    write_site(None, tmp_path / "new")
+    assert (tmp_path / "new").stat().st_mode == probe.stat().st_mode  # not mkdtemp's 0700
+    (tmp_path / "mine").mkdir(mode=0o750)
+    write_site(None, tmp_path / "mine")
+    assert (tmp_path / "mine").stat().st_mode & 0o7777 == 0o750
+    # Published are the bytes checked: every precision's, not only the one that loaded.
+    site = write_site(stateful_models["gru"], tmp_path / "gru")
+    for name in ("vocab.json", "model.onnx", "model.int8.onnx"):
+        assert (site / "model" / name).read_bytes() == (stateful_models["gru"] / name).read_bytes()
+    broken = tmp_path / "broken"
+    shutil.copytree(stateful_models["gru"], broken)
+    with (broken / "model.int8.onnx").open("ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ArtifactError, match="model.int8.onnx does not match the sha256"):
+        write_site(broken, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()

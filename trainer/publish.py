@@ -24,6 +24,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from runtime.artifact import take_mode
+
 from .errors import OutputDirError
 
 log = logging.getLogger(__name__)
@@ -97,9 +99,12 @@ def make_staging(out_dir: Path) -> Path:
             shutil.rmtree(old, ignore_errors=True)
     if not os.path.ismount(real) and _same_filesystem(real, parent):
         try:
-            return Path(tempfile.mkdtemp(prefix=staging_prefix(real), dir=parent))
+            staging = Path(tempfile.mkdtemp(prefix=staging_prefix(real), dir=parent))
         except OSError:
             pass
+        else:
+            take_mode(staging, real)
+            return staging
     return Path(tempfile.mkdtemp(prefix=INSIDE_PREFIX, dir=real))
 
 
