@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -95,6 +96,12 @@ def _interrupted_run(out: Path, corpus: Path, tiny_model: Path) -> Path:
     return checkpoint
 
 
+def _fifo(path: Path) -> None:
+    """`path` replaced by a FIFO, whose read would wait for a writer forever."""
+    path.unlink()
+    os.mkfifo(path)
+
+
 @pytest.mark.parametrize(
     ("damage", "fragment"),
     [
@@ -102,6 +109,8 @@ def _interrupted_run(out: Path, corpus: Path, tiny_model: Path) -> Path:
         (lambda c: (c / "progress.json").unlink(), "progress.json is missing"),
         (lambda c: (c / "progress.json").write_text('{"epoch": 1}'), "lacks the epoch"),
         (lambda c: (c / "model.keras").write_bytes(b"garbage" * 100), "model.keras cannot"),
+        (lambda c: _fifo(c / "progress.json"), "progress.json is not a regular file"),
+        (lambda c: _fifo(c / "model.keras"), "model.keras is not a regular file"),
     ],
 )
 def test_damaged_checkpoint_is_one_error(

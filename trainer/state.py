@@ -47,8 +47,11 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 def read_progress(checkpoint: Path) -> dict[str, Any]:
     """A checkpoint's progress.json, with the fields resuming reads; OutputDirError naming
     the way out if it is damaged (truncated, missing, not this program's)."""
+    path = checkpoint / "progress.json"
+    if path.exists() and not path.is_file():  # a FIFO would block the read forever
+        raise damaged(checkpoint, "progress.json is not a regular file")
     try:
-        doc = json.loads((checkpoint / "progress.json").read_text())
+        doc = json.loads(path.read_text())
     except FileNotFoundError:
         raise damaged(checkpoint, "progress.json is missing") from None
     except (OSError, ValueError) as exc:
@@ -76,8 +79,11 @@ def load_checkpoint_model(checkpoint: Path) -> keras.Model:
     """The Keras model (with optimizer state) of a checkpoint, or OutputDirError."""
     from .model import load_keras
 
+    path = checkpoint / "model.keras"
+    if path.exists() and not path.is_file():  # as progress.json
+        raise damaged(checkpoint, "model.keras is not a regular file")
     try:
-        return load_keras(checkpoint / "model.keras")
+        return load_keras(path)
     except Exception as exc:  # Keras raises many types for a damaged archive
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise damaged(checkpoint, f"model.keras cannot be loaded: {first}") from None
