@@ -82,8 +82,8 @@ def run_chunked(
     return np.concatenate(parts)
 
 
-def _traced(model: Any, time: int | None) -> Any:
-    """The Keras model as one traced TensorFlow function of ids [1, time] (None: any length):
+def _traced(model: Any, length: int | None) -> Any:
+    """The Keras model as one traced TensorFlow function of ids [1, length] (None: any):
     the greedy references below call it once per character, and eager Keras runs a
     recurrent layer step by step in Python (about 1 ms a step: 25 s of a tiny 2-layer
     model's export went to its 100-character check)."""
@@ -92,7 +92,7 @@ def _traced(model: Any, time: int | None) -> Any:
     def probabilities(ids: Any) -> Any:
         return model(ids, training=False)
 
-    return tf.function(probabilities, input_signature=[tf.TensorSpec([1, time], tf.int32)])
+    return tf.function(probabilities, input_signature=[tf.TensorSpec([1, length], tf.int32)])
 
 
 def keras_greedy(model: Any, ids: np.ndarray, seq_length: int, length: int) -> list[int]:
