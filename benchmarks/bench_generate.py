@@ -26,12 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import interleaved_times, machine, median_time, publish  # noqa: E402
 
 import trainer  # noqa: E402,F401  (quiets TensorFlow's C++ logging before it loads)
-from runtime import Generator  # noqa: E402
+from runtime import GenerationOptions, Generator  # noqa: E402
 from runtime.artifact import default_model_dir  # noqa: E402
 from runtime.generator import session_options  # noqa: E402
 from trainer.model import load_keras  # noqa: E402
 
 Step = Callable[[np.ndarray], int]  # window [1, L] int32 -> next index
+SAMPLED_TEMPERATURE = 0.8  # the sampled row's setting (information: no baseline samples)
 
 
 def python_loop(step: Step, gen: Generator, prompt: str, length: int) -> str:
@@ -238,6 +239,8 @@ def main() -> None:
     us["empty_run"] = per_char(empty_loop, fast_n)
     us["empty_io"] = per_char(empty_io_loop, fast_n)
     us["ours_stream"] = per_char(lambda: list(gen.stream(prompt, fast_n)), fast_n)
+    sampled = GenerationOptions(temperature=SAMPLED_TEMPERATURE, seed=1)
+    us["ours_sampled"] = per_char(lambda: gen.generate(prompt, fast_n, options=sampled), fast_n)
     us["ours_batch"] = per_char(
         lambda: gen.generate_batch([prompt] * batch, batch_n), batch_n * batch
     )
@@ -254,6 +257,11 @@ def main() -> None:
         (f"**rnn-textgen `Generator.generate`** (1 thread, {gen.graph_builder})", "ours"),
         ('rnn-textgen `Generator.generate`, `graph_builder="native"` (model.onnx)', "ours_native"),
         ("rnn-textgen `Generator.stream`", "ours_stream"),
+        (
+            f"rnn-textgen `Generator.generate`, sampled (temperature {SAMPLED_TEMPERATURE}, "
+            "seed 1: model.onnx each character, then the sampler)",
+            "ours_sampled",
+        ),
         (f"rnn-textgen `Generator.generate_batch`, {batch} prompts (aggregate)", "ours_batch"),
     ]
     ours = us["ours"]

@@ -38,6 +38,7 @@ def test_bench_generate_writes_every_row(tmp_path) -> None:
         "Generator.generate",
         'graph_builder="native"',
         "generate_batch",
+        "sampled (temperature 0.8",
         "≤ 1.0× LiteRT",
         "stretch: ≤ 1.0× LiteRT with `unroll=True`",
         "≥ 4,000×",

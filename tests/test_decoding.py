@@ -120,6 +120,36 @@ def test_sampler_follows_the_distribution() -> None:
     assert freq(top_p=0.9)[3] == 0  # 0.95 needs the third, never the fourth
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"temperature": 0.7},
+        {"temperature": 1e-300},
+        {"top_k": 5},
+        {"top_p": 0.9},
+        {"temperature": 1.3, "top_k": 3, "top_p": 0.5},
+    ],  # fmt: skip
+)
+def test_one_stream_draws_as_a_batch_row_does(settings) -> None:
+    # One stream draws from a 1-D row (the faster path), a batch from 2-D rows; with a seed
+    # every row of a batch draws the same number, so each must pick what the stream picks.
+    rng = np.random.default_rng(5)
+    alone = Sampler(GenerationOptions(seed=3, **{"temperature": 1.0, **settings}))
+    batch = Sampler(GenerationOptions(seed=3, **{"temperature": 1.0, **settings}))
+    one, three = np.zeros(1, np.int64), np.zeros(3, np.int64)
+    for trial in range(2_000):
+        row = rng.random(int(rng.integers(2, 150))).astype(np.float32) ** (1 + trial % 7)
+        row[: trial % 4] = 0.0  # unreachable characters
+        if trial % 3 == 0:
+            row = np.round(row * 4) / 4  # ties
+        row[-1] = max(row[-1], 0.25)  # some mass
+        probs = (row / row.sum()).astype(np.float32)[None]
+        alone(probs, one)
+        batch(np.repeat(probs, 3, axis=0), three)
+        assert (three == one[0]).all(), (trial, settings)
+
+
 def test_stop_strings(gen) -> None:
     text = gen.generate(PROMPT, 200, GenerationOptions(stop=("training",)))
     assert text == "This is Zindua School a software training"
