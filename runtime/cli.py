@@ -296,6 +296,15 @@ def _read_input(fh: BinaryIO, source: str) -> str:
     return _decode(data, source)
 
 
+def _encodes(text: str) -> bool:
+    """Whether `text` is UTF-8-encodable (a path's undecodable bytes are not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _decode(data: bytes, source: str) -> str:
     """UTF-8 text (a byte-order mark dropped), or a one-line error naming the bad byte."""
     try:
@@ -335,8 +344,9 @@ def _json(
                 ),
             },
         },
-        # \u escapes where the terminal cannot show the text: still the same JSON.
-        ensure_ascii=not _utf(out),
+        # \u escapes where the terminal cannot show the text, or where a directory's name
+        # holds bytes that are not UTF-8 (Python's lone surrogates): still the same JSON.
+        ensure_ascii=not _utf(out) or not _encodes(str(gen.model_dir)),
     )
 
 
@@ -470,7 +480,8 @@ def web(model_dir: Path | None, site: Path, ort_dist: Path | None) -> None:
         write_site(model_dir, site, ort_dist)
     except TextgenError as exc:
         raise _error(exc) from None
-    _echo(out, f"wrote {site}: serve it (python -m http.server -d {site}) and open index.html")
+    shown = printable(str(site))
+    _echo(out, f"wrote {shown}: serve it (python -m http.server -d {shown}) and open index.html")
 
 
 @main.command()

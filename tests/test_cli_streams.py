@@ -89,6 +89,25 @@ def test_endless_input_is_one_error_not_all_memory(command: str, source: str) ->
     _one_error(rc, err, f"{source} holds more than 268,435,456 bytes")
 
 
+def test_directory_names_that_are_not_utf8_print_on_a_utf8_terminal(
+    model_copy: Path, tmp_path: Path
+) -> None:
+    # Python decodes the byte 0xff of a name to a lone surrogate, which a UTF-8 stdout cannot
+    # encode: --json and `textgen web` ended in a traceback after their work was done.
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xff"))
+    model_copy.rename(odd)
+    env = {**ENV, "PYTHONIOENCODING": "utf-8"}
+    for args in (["generate", "This is Z", "-n", "5", "--json"], ["web", "--out", f"{odd}/site"]):
+        proc = subprocess.run(
+            [*TEXTGEN, *args, "--model", str(odd)], capture_output=True, env=env, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert b"caf\\udcff" in proc.stdout
+    doc = json.loads(subprocess.check_output([*TEXTGEN, "generate", "This is Z", "--json",
+                                              "--model", str(odd)], env=env))  # fmt: skip
+    assert doc["model"]["dir"] == str(odd)  # JSON's \u escape gives the name back
+
+
 def test_crlf_stdin_drops_the_line_ending() -> None:
     rc, out, _ = _sh("TEXTGEN generate - -n 5", stdin=b"This is Z\r\n")
     assert rc == 0 and out == Generator.load().generate("This is Z", 5) + "\n"

@@ -217,6 +217,27 @@ def test_cli_train_then_generate(tmp_path, corpus_file) -> None:
     assert "--batch-size 16" in doc["training"]["command"]
 
 
+def test_file_names_that_are_not_utf8_or_hold_spaces(tmp_path, corpus_file) -> None:
+    # Linux names are bytes: a corpus named in Latin-1 put a lone surrogate into vocab.json,
+    # which the runtime refuses, so the finished run's export was lost.
+    where = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9 texts"))
+    where.mkdir()
+    corpus = where / "b\udcfck one.txt"  # the byte 0xfc
+    corpus.write_bytes(corpus_file.read_bytes())
+    out = where / "my model"
+    result = cli(
+        "train", "--corpus", str(corpus), "--out", str(out), "--seq-length", "4",
+        "--units", "8", "--epochs", "1", "--seed", "5", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    training = Generator.load(out).spec.training
+    assert training["corpus"] == "b\ufffdk one.txt"
+    command = training["command"]
+    assert "--corpus '" in command and "/caf\ufffd texts/my model'" in command
+    # Quoted (it holds a space) and printable: a UTF-8 terminal failed on the lone surrogate.
+    assert f"--model '{str(out).replace(chr(0xDCE9), chr(0xFFFD))}'" in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from runtime.cli import InterruptibleGroup
 from runtime.errors import TextgenError
 
 from . import import_tensorflow_quietly
-from .config import choices
+from .config import choices, unicode_text
 
 OUT_OPTION = click.option(
     "--out",
@@ -32,6 +33,12 @@ QUANTIZE_OPTION = click.option(
 FORCE_OPTION = click.option(
     "--force", is_flag=True, help="Replace a model already in the output directory."
 )
+
+
+def _arg(path: Path) -> str:
+    """`path` as a shell argument in a command we suggest: quoted where it must be, and
+    printable (a byte that is not UTF-8 shown as U+FFFD rather than failing the print)."""
+    return unicode_text(shlex.quote(str(path)))
 
 
 @click.group(cls=InterruptibleGroup)
@@ -207,7 +214,7 @@ def train(
     except KeyboardInterrupt:
         click.echo(
             f"\ninterrupted; finished epochs are saved: continue with "
-            f"textgen-train train --out {out_dir} --resume",
+            f"textgen-train train --out {_arg(out_dir)} --resume",
             err=True,
         )
         sys.exit(130)
@@ -221,8 +228,9 @@ def train(
         else ""
     )
     click.echo(
-        f"wrote {out_dir}: loss {t['loss']:.4f}, accuracy {t['accuracy']:.3f}, "
-        f"{t['bits_per_char']:.3f} bits/char{val}; try: textgen generate --model {out_dir}"
+        f"wrote {unicode_text(str(out_dir))}: loss {t['loss']:.4f}, accuracy "
+        f"{t['accuracy']:.3f}, {t['bits_per_char']:.3f} bits/char{val}; try: textgen generate "
+        f"--model {_arg(out_dir)}"
     )
     _report_variants(spec)
 
@@ -274,7 +282,8 @@ def export_command(
         spec = reexport(model_dir, out_dir, force=force, quantize=quantize, held_out=held_out)
     except TextgenError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wrote {out_dir or model_dir} (sha256 {spec.model_sha256[:12]}...)")
+    shown = unicode_text(str(out_dir or model_dir))
+    click.echo(f"wrote {shown} (sha256 {spec.model_sha256[:12]}...)")
     _report_variants(spec)
 
 

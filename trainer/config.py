@@ -8,6 +8,7 @@ multi-worker agreement read these instead of keeping their own lists.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -133,16 +134,23 @@ def check_config(config: TrainConfig) -> None:
         raise TrainingError("; ".join(problems))
 
 
+def unicode_text(text: str) -> str:
+    """`text` with the bytes of a file name that are not UTF-8 (which Python decodes to lone
+    surrogates) as U+FFFD: vocab.json's strings must be text JSON can carry, and the
+    runtime refuses a lone surrogate (a run whose corpus was named so lost its export)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def command_line(config: TrainConfig, seed: int) -> str:
     """The textgen-train command that repeats this run (recorded in vocab.json)."""
     defaults = TrainConfig(out_dir=config.out_dir)
     parts = ["textgen-train train"]
     if config.corpus is not None:
-        parts.append(f"--corpus {config.corpus}")
+        parts.append(f"--corpus {shlex.quote(str(config.corpus))}")
     for key, value in asdict(config).items():
         if key in NOT_REPLAYED or value == getattr(defaults, key):
             continue
         flag = f"--{key.replace('_', '-')}"
         parts.append("--no-clip" if key == "clipnorm" and value is None else f"{flag} {value}")
-    parts += [f"--seed {seed}", f"--out {config.out_dir}"]
-    return " ".join(parts)
+    parts += [f"--seed {seed}", f"--out {shlex.quote(str(config.out_dir))}"]
+    return unicode_text(" ".join(parts))

@@ -28,6 +28,7 @@ from .config import (
     TrainConfig,
     check_config,
     command_line,
+    unicode_text,
 )
 from .corpus import Corpus
 from .data import samples_in, steps_in, windows_dataset
@@ -495,7 +496,7 @@ def _training_facts(
             "gradient clipping on"
         )
     return {
-        "corpus": run.corpus.name,
+        "corpus": unicode_text(run.corpus.name),
         "corpus_chars": len(run.corpus.text),
         "corpus_sha256": run.corpus_sha,
         "val_fraction": config.resolved_val_fraction(),
