@@ -16,6 +16,7 @@ from runtime import Generator
 from runtime.artifact import MODEL_FILE, VOCAB_FILE, ModelSpec
 from trainer import export as export_mod
 from trainer.cli import main
+from trainer.config import check_exportable
 from trainer.corpus import DEFAULT_TEXT, Corpus
 from trainer.errors import CorpusError, ExportError, OutputDirError
 from trainer.export import KERAS_FILE, keras_greedy, reexport
@@ -215,6 +216,19 @@ def test_cli_train_then_generate(tmp_path, corpus_file) -> None:
     doc = json.loads((out / VOCAB_FILE).read_text())
     assert doc["training"]["batch_size"] == 16 and doc["training"]["learning_rate"] == 0.01
     assert "--batch-size 16" in doc["training"]["command"]
+
+
+def test_vocabulary_too_large_to_load_is_refused_before_training(tmp_path) -> None:
+    # model.onnx reads characters through a [vocabulary, vocabulary] table: 12,000 distinct
+    # characters make it 577 MB, over what the runtime loads, which the run learned only at
+    # its export, after all its epochs.
+    corpus = tmp_path / "hanzi.txt"
+    corpus.write_text("".join(chr(0x4E00 + i) for i in range(12_000)) * 2, encoding="utf-8")
+    result = cli("train", "--corpus", str(corpus), "--out", str(tmp_path / "m"), "--units", "8")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: the corpus has 12,000 distinct characters")
+    assert "about 577 MB" in result.output and not (tmp_path / "m").exists()
+    check_exportable(TrainConfig(out_dir=tmp_path / "m", units=8), 11_000)  # 485 MB: loads
 
 
 def test_file_names_that_are_not_utf8_or_hold_spaces(tmp_path, corpus_file) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from runtime.artifact import MODE_VERSIONS
 from runtime.graph_rules import ACTIVATIONS
 
-from .errors import TrainingError
+from .errors import CorpusError, TrainingError
 
 CELLS = ("simple", "lstm", "gru")
 MODES = tuple(MODE_VERSIONS)  # the artifact contract's modes: window, stateful
@@ -132,6 +132,31 @@ def check_config(config: TrainConfig) -> None:
         problems.append("early stopping watches validation loss: give a --val-fraction above 0")
     if problems:
         raise TrainingError("; ".join(problems))
+
+
+# Recurrent gates per cell: the rows of its ONNX weight matrices.
+_GATES = {"simple": 1, "gru": 3, "lstm": 4}
+
+
+def check_exportable(config: TrainConfig, vocab: int) -> None:
+    """Refuse, before any training, a model whose model.onnx the runtime would refuse to
+    load (MAX_MODEL_BYTES): the graph reads characters through a [vocabulary, vocabulary]
+    one-hot table, 4 bytes an entry, so the vocabulary, not the weights, is what grows
+    (12,000 distinct characters: 577 MB). Otherwise the whole run is lost at its export."""
+    from runtime.loading import MAX_MODEL_BYTES
+
+    rows, units = _GATES[config.cell] * config.units, config.units
+    floats = vocab * vocab + units * vocab + vocab  # one-hot table, output layer
+    for layer in range(config.layers):
+        inputs = vocab if layer == 0 else units
+        floats += rows * (inputs + units + 2)  # W, R and both biases
+    if 4 * floats > MAX_MODEL_BYTES:
+        raise CorpusError(
+            f"the corpus has {vocab:,} distinct characters: model.onnx would be about "
+            f"{4 * floats / 1e6:,.0f} MB (its input table alone is {vocab:,} x {vocab:,} "
+            f"floats), over the {MAX_MODEL_BYTES:,} bytes the runtime loads; map rare "
+            "characters to common ones (or drop them) to shrink the vocabulary"
+        )
 
 
 def unicode_text(text: str) -> str:

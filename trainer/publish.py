@@ -48,6 +48,7 @@ def out_dir_lock(out_dir: Path) -> Iterator[None]:
     carries the file into the new directory by hard link, so the lock survives the swap.
     """
     real = real_dir(out_dir)
+    made = not real.exists()
     try:
         real.mkdir(parents=True, exist_ok=True)
         fd = os.open(real / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -73,6 +74,9 @@ def out_dir_lock(out_dir: Path) -> Iterator[None]:
         with contextlib.suppress(OSError):
             (real / LOCK_FILE).unlink()
         os.close(fd)
+        if made:  # a run that failed before writing anything leaves no empty --out behind
+            with contextlib.suppress(OSError):
+                real.rmdir()  # only if empty
 
 
 def staging_prefix(out_dir: Path) -> str:

@@ -27,6 +27,7 @@ from .config import (
     RESUME_MAY_CHANGE,
     TrainConfig,
     check_config,
+    check_exportable,
     command_line,
     unicode_text,
 )
@@ -299,6 +300,7 @@ def _train(config: TrainConfig) -> ModelSpec | None:
 def _prepare(config: TrainConfig) -> _Run:
     """Read and split the corpus, find the checkpoint to resume, agree on the seed."""
     corpus = Corpus.read(config.corpus)
+    check_exportable(config, len(corpus.chars))
     train_ids, val_ids = split_corpus(corpus, config.resolved_val_fraction(), config.seq_length)
     corpus_sha = hashlib.sha256(corpus.text.encode()).hexdigest()
     multiworker = config.strategy == "multiworker"
