@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -216,6 +217,20 @@ def test_cli_train_then_generate(tmp_path, corpus_file) -> None:
     doc = json.loads((out / VOCAB_FILE).read_text())
     assert doc["training"]["batch_size"] == 16 and doc["training"]["learning_rate"] == 0.01
     assert "--batch-size 16" in doc["training"]["command"]
+
+
+def test_divergence_stops_at_the_first_epoch_that_is_not_finite(tmp_path, corpus_file) -> None:
+    result = cli(
+        "train", "--corpus", str(corpus_file), "--out", str(tmp_path / "m"), "--units", "256",
+        "--mode", "stateful", "--seq-length", "20", "--learning-rate", "5", "--no-clip",
+        "--epochs", "40", "--seed", "1",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("Error: ")]
+    assert len(errors) == 1 and "training diverged" in errors[0], result.output
+    first = int(re.search(r"not finite from epoch (\d+)", errors[0]).group(1))
+    epochs = [ln for ln in result.output.splitlines() if ln.startswith("epoch ")]
+    assert len(epochs) == first < 40 and " nan " in epochs[-1]  # no epoch after it ran
 
 
 def test_vocabulary_too_large_to_load_is_refused_before_training(tmp_path) -> None:

@@ -255,3 +255,15 @@ class TimeLimit(keras.callbacks.Callback):
         if now - self._start + self._longest > self.seconds:
             log.info("time limit: stopping after epoch %d", epoch + 1)
             self.model.stop_training = True
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stop after the first epoch whose training or validation loss is not finite: the
+    weights do not come back from NaN, and every epoch after it was time spent for nothing
+    (the run then ends with the divergence error, or exports early stopping's best epoch)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        losses = [v for k, v in (logs or {}).items() if k in ("loss", "val_loss")]
+        if not all(np.isfinite(float(v)) for v in losses):
+            log.info("loss is not finite: stopping after epoch %d", epoch + 1)
+            self.model.stop_training = True

@@ -44,6 +44,7 @@ from .state import (
     EpochCheckpoint,
     EpochLine,
     ResumableEarlyStopping,
+    StopOnDivergence,
     TimeLimit,
     damaged,
     latest_checkpoint,
@@ -398,6 +399,7 @@ def _callbacks(
             extra={"corpus_sha256": run.corpus_sha},
         )
     )
+    callbacks.append(StopOnDivergence())
     limit = None if config.time_limit is None else config.time_limit * 60
     if limit is not None:
         callbacks.append(TimeLimit(limit))
@@ -493,9 +495,12 @@ def _training_facts(
         best = len(history.get("loss", [])) - 1
     facts = _final_facts(history, best)
     if not all(math.isfinite(v) for v in facts.values() if isinstance(v, float)):
+        bad = [i for i, v in enumerate(history.get("loss", [])) if not math.isfinite(v)]
+        first = bad[0] + 1 if bad else best + 1  # else validation loss alone
         raise TrainingError(
-            f"training diverged (final metrics {facts}); lower --learning-rate or keep "
-            "gradient clipping on"
+            f"training diverged: the loss was not finite from epoch {first} "
+            f"(final metrics {facts}); start again with --force and a lower "
+            "--learning-rate, or keep gradient clipping on"
         )
     return {
         "corpus": unicode_text(run.corpus.name),
