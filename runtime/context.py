@@ -349,12 +349,14 @@ def _score_windows(
 ) -> tuple[float, int]:
     """Score `piece` after what `ctx` holds, a chunk of windows per Run."""
     seq = gen.spec.seq_length
-    ids = np.array(ctx._window + [int(i) for i in gen.encode_any(piece)], dtype=np.int64)
+    ids = np.concatenate([np.array(ctx._window, np.int64), gen.encode_any(piece)])
     targets = np.arange(len(ctx._window), len(ids))
     targets = targets[targets >= seq]
+    # A view (row i = ids[i : i + seq]); no rows where the text is shorter than a window.
+    every = np.lib.stride_tricks.sliding_window_view(ids, min(seq, len(ids)))
     for start in range(0, len(targets), SCORE_CHUNK):
         at = targets[start : start + SCORE_CHUNK]
-        windows = np.stack([ids[t - seq : t] for t in at])
+        windows = every[at - seq]  # the seq characters before each target (a copy)
         probs = gen._window_probs(windows)
         picked = np.maximum(probs[np.arange(len(at)), ids[at]].astype(np.float64), 1e-45)
         lp = np.log(picked)

@@ -201,6 +201,51 @@ def test_score_and_complete_commands(tiny_model: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1 and result.output.startswith("Error: ")
 
 
+@pytest.mark.parametrize("piece", [1, 3, 7, 1 << 20])
+def test_score_command_reads_its_text_in_pieces(
+    tiny_model: Path, tmp_path: Path, monkeypatch, piece: int
+) -> None:
+    # Read, decoded and scored SCORE_PIECE bytes at a time (a 20 MB text peaked at 600 MB
+    # when read whole): the same characters, the same score, at any piece size.
+    import json
+
+    from click.testing import CliRunner
+
+    import runtime.cli as cli
+
+    monkeypatch.setattr(cli, "SCORE_PIECE", piece)
+    text = tmp_path / "t.txt"
+    text.write_text("the lazy dog sleeps while the quick fox runs.\n" * 5)
+    args = ["score", str(text), "--model", str(tiny_model), "--json"]
+    result = CliRunner().invoke(cli.main, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    expected = Generator.load(tiny_model).score(text.read_text())  # "\n" is in its vocabulary
+    assert doc["chars"] == expected.chars
+    assert math.isclose(doc["bits_per_char"], expected.bits_per_char, abs_tol=1e-6)  # rounded
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 5, 64])
+def test_score_pieces_decode_utf8_across_their_edges(monkeypatch, piece: int) -> None:
+    import io
+
+    import click
+
+    import runtime.cli as cli
+
+    monkeypatch.setattr(cli, "SCORE_PIECE", piece)
+    data = "\ufeffhéllo wörld 🙂 ok\r\n".encode()  # a byte-order mark, 2- and 4-byte characters
+
+    def read(raw: bytes, keep_end: bool) -> str:
+        return "".join(cli._pieces(io.BytesIO(raw), "t.txt", keep_end=keep_end))
+
+    assert read(data, keep_end=False) == "héllo wörld 🙂 ok"
+    assert read(data, keep_end=True) == "héllo wörld 🙂 ok\r\n"
+    assert read(b"a\n\nb\r", keep_end=False) == "a\n\nb"  # only the last ending goes
+    with pytest.raises(click.ClickException, match=r"bad byte at offset 6\)"):
+        read("héllo".encode() + b"\xff!", keep_end=False)
+
+
 def test_autocomplete_example_through_a_pseudo_terminal(tiny_model: Path) -> None:
     pid, fd = pty.fork()
     if pid == 0:  # the child: the example app on the pseudo-terminal
