@@ -18,7 +18,7 @@ import onnxruntime as ort
 from .artifact import MODEL_FILE, MODEL_FILES, VOCAB_FILE, printable
 from .decoding import GenerationOptions, GenerationResult
 from .errors import TextgenError
-from .generator import MAX_LENGTH, Generator
+from .generator import MAX_BATCH, MAX_LENGTH, Generator
 
 MODEL_OPTION = click.option(
     "--model",
@@ -391,6 +391,11 @@ def _read_prompts(fh: BinaryIO) -> list[str]:
     prompts = [p[:-1] if p.endswith("\r") else p for p in prompts]
     if not prompts:
         raise click.ClickException(f"{name} holds no prompts; write one prompt per line")
+    if len(prompts) > MAX_BATCH:
+        raise click.ClickException(
+            f"{name} holds {len(prompts):,} prompts, over the {MAX_BATCH:,} one batch takes; "
+            "split it into smaller files"
+        )
     return prompts
 
 

@@ -135,6 +135,7 @@ def test_prompts_from_stdin() -> None:
         (b"", "no prompts"),
         (b"This is Z\n\xff\n", "not UTF-8"),
         (b"This is Z\nok!\n", "prompt 2 of 2"),
+        (b"This is Z\n" * 70_000, "holds 70,000 prompts, over the 65,536 one batch takes"),
     ],
 )
 def test_bad_prompts_file(tmp_path, content: bytes, fragment: str) -> None:
