@@ -173,7 +173,8 @@ def generate(
             if as_json:
                 lines = [_json(out, gen, r, options, length) for r in results]
             else:
-                lines = [r.output for r in results]
+                shown = _for_terminal if out.isatty() else str
+                lines = [shown(r.output) for r in results]
                 _check_encodable(out, "".join(lines))
             _echo(out, "\n".join(lines))
             return
@@ -247,16 +248,28 @@ def _utf(out: TextIO) -> bool:
     return encoding in ("utf8", "utf8sig")
 
 
+# What a terminal shows as text, besides printable characters: the rest (escape sequences,
+# C1 controls, bidirectional overrides: what a crafted vocabulary can make a model write,
+# and a terminal would act on) reaches a terminal escaped. A pipe or file gets the text.
+_SHOWN = frozenset("\n\t\r\u200c\u200d")  # ... and the zero-width (non-)joiners of emoji
+
+
+def _for_terminal(text: str) -> str:
+    """`text` as a terminal should get it: every character it would act on escaped."""
+    return "".join(c if c.isprintable() or c in _SHOWN else printable(c) for c in text)
+
+
 def _print_stream(out: TextIO, prompt: str, chars: Iterator[str]) -> None:
     """Write the prompt, then each character as it comes; Ctrl-C keeps what was printed."""
     # Per-character flushes are for a person watching; a pipe gets whole buffers.
     live = out.isatty()
+    shown = _for_terminal if live else str
     with _writing():
         try:
-            out.write(prompt)
+            out.write(shown(prompt))
             out.flush()
             for ch in chars:
-                out.write(ch)
+                out.write(shown(ch))
                 if live:
                     out.flush()
             out.write("\n")
@@ -373,9 +386,12 @@ def _json(
                 ),
             },
         },
-        # \u escapes where the terminal cannot show the text, or where a directory's name
-        # holds bytes that are not UTF-8 (Python's lone surrogates): still the same JSON.
-        ensure_ascii=not _utf(out) or not _encodes(str(gen.model_dir)),
+        # \u escapes where the terminal cannot show the text, where a terminal would act
+        # on it (below), or where a directory's name holds bytes that are not UTF-8
+        # (Python's lone surrogates): still the same JSON.
+        ensure_ascii=not _utf(out)
+        or not _encodes(str(gen.model_dir))
+        or (out.isatty() and _for_terminal(result.output) != result.output),
     )
 
 

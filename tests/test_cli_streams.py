@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -107,6 +108,51 @@ def test_directory_names_that_are_not_utf8_print_on_a_utf8_terminal(
     doc = json.loads(subprocess.check_output([*TEXTGEN, "generate", "This is Z", "--json",
                                               "--model", str(odd)], env=env))  # fmt: skip
     assert doc["model"]["dir"] == str(odd)  # JSON's \u escape gives the name back
+
+
+def _on_a_terminal(args: list[str]) -> bytes:
+    """What `textgen ARGS` writes to a pseudo-terminal."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: textgen on the pseudo-terminal
+        os.environ.update(ENV)
+        os.execv(sys.executable, [*TEXTGEN, *args])
+    output = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, output
+    return output
+
+
+def test_control_characters_a_model_writes_reach_a_terminal_escaped(
+    model_copy: Path, tmp_path: Path
+) -> None:
+    # A crafted vocabulary can make a model "write" escape sequences (retitle the window,
+    # set the clipboard through OSC 52, forge output); a terminal gets them escaped, a pipe
+    # the exact text. Here the character the model writes for "o" becomes ESC.
+    edit_vocab(model_copy, lambda d: d.__setitem__("chars", [
+        "\x1b" if c == "o" else c for c in d["chars"]
+    ]))  # fmt: skip
+    args = ["generate", "This is Z", "-n", "30", "--model", str(model_copy)]
+    text = Generator.load(model_copy).generate("This is Z", 30)
+    assert "\x1b" in text  # the model does write it
+    piped = subprocess.run([*TEXTGEN, *args], capture_output=True, env=ENV, timeout=120)
+    assert piped.stdout.decode() == text + "\n"
+    for extra, escaped in (([], b"\\x1b"), (["--json"], b"\\u001b")):
+        shown = _on_a_terminal(args + extra)
+        assert b"\x1b" not in shown and escaped in shown, shown
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("This is Z\n")
+    batch = _on_a_terminal(["generate", "--prompts-file", str(prompts), *args[2:]])
+    assert b"\x1b" not in batch and b"\\x1b" in batch, batch
 
 
 def test_crlf_stdin_drops_the_line_ending() -> None:
