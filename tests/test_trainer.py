@@ -63,6 +63,7 @@ def test_utf8_with_bom_and_non_ascii(tmp_path) -> None:
         (None, "not found"),
         (b"", "empty"),
         (b"abc\xff\xfedef", r"not UTF-8 \(bad byte at offset 3\)"),
+        ("text\n".encode("utf-16"), r"is UTF-16 .*iconv -f UTF-16 -t UTF-8"),
     ],
 )
 def test_bad_corpus(tmp_path, content, message) -> None:

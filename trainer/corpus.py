@@ -55,6 +55,11 @@ class Corpus:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
+            if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # what Windows tools call "Unicode"
+                raise CorpusError(
+                    f"corpus {path} is UTF-16 (it starts with a UTF-16 byte-order mark), not "
+                    "UTF-8; convert it, e.g. iconv -f UTF-16 -t UTF-8"
+                ) from None
             raise CorpusError(
                 f"corpus {path} is not UTF-8 (bad byte at offset {exc.start}); "
                 "convert it, e.g. iconv -t UTF-8"
