@@ -500,6 +500,8 @@ def read_capped(path: Path, limit: int, too_big: str) -> bytes:
                     f"{path} is {kind}, not a regular file; copy the files textgen-train "
                     "wrote into the model directory"
                 )
+            if _OPEN_FLAGS & getattr(os, "O_NONBLOCK", 0):
+                os.set_blocking(fd, True)  # a regular file: reads as any file does (FUSE too)
             with os.fdopen(fd, "rb", closefd=False) as fh:
                 data = fh.read(limit + 1)
         finally:
