@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.artifact import MODE_VERSIONS
-from runtime.graph_rules import ACTIVATIONS
+from runtime.graph_rules import ACTIVATIONS, GATES
 
 from .errors import CorpusError, TrainingError
 
@@ -134,8 +134,8 @@ def check_config(config: TrainConfig) -> None:
         raise TrainingError("; ".join(problems))
 
 
-# Recurrent gates per cell: the rows of its ONNX weight matrices.
-_GATES = {"simple": 1, "gru": 3, "lstm": 4}
+# The ONNX operator each cell exports to (graph_rules.GATES: its gates).
+CELL_OPS = {"simple": "RNN", "gru": "GRU", "lstm": "LSTM"}
 
 
 def check_exportable(config: TrainConfig, vocab: int) -> None:
@@ -145,7 +145,7 @@ def check_exportable(config: TrainConfig, vocab: int) -> None:
     (12,000 distinct characters: 577 MB). Otherwise the whole run is lost at its export."""
     from runtime.loading import MAX_MODEL_BYTES
 
-    rows, units = _GATES[config.cell] * config.units, config.units
+    rows, units = GATES[CELL_OPS[config.cell]] * config.units, config.units
     floats = vocab * vocab + units * vocab + vocab  # one-hot table, output layer
     for layer in range(config.layers):
         inputs = vocab if layer == 0 else units
