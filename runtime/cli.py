@@ -18,7 +18,7 @@ import onnxruntime as ort
 from .artifact import MODEL_FILE, MODEL_FILES, VOCAB_FILE, printable
 from .decoding import GenerationOptions, GenerationResult
 from .errors import TextgenError
-from .generator import MAX_BATCH, MAX_LENGTH, Generator
+from .generator import MAX_BATCH, MAX_LENGTH, MAX_THREADS, Generator
 
 MODEL_OPTION = click.option(
     "--model",
@@ -64,14 +64,14 @@ PRECISION_OPTION = click.option(
 )
 THREADS_OPTION = click.option(
     "--threads",
-    type=click.IntRange(1, 256),
+    type=click.IntRange(1, MAX_THREADS),
     default=1,
     show_default=True,
     help="onnxruntime intra-op threads (1 is fastest for small models).",
 )
 WARMUP_THREADS_OPTION = click.option(
     "--warmup-threads",
-    type=click.IntRange(1, 256),
+    type=click.IntRange(1, MAX_THREADS),
     default=None,
     help="Threads that consume a stateful model's prompt (1 = none).  "
     "[default: this machine's cores, at most 4]",

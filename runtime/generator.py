@@ -46,6 +46,9 @@ MAX_LENGTH = 100_000
 
 # A batch this size already saturates a core; more is almost certainly a mistake in a script.
 MAX_BATCH = 65_536
+# The most onnxruntime threads a session may ask for: a pool of 100,000 never finished
+# starting, and of a million killed the process with no message.
+MAX_THREADS = 256
 # Characters one batch may generate in all (prompts x length): its indices and texts take a
 # few hundred MB; beyond that a request is a mistake (65,536 x 100,000 would need 48 GiB).
 MAX_BATCH_CHARS = 1 << 26
@@ -138,8 +141,14 @@ class Generator:
             )
         warmup_threads = default_warmup_threads() if warmup_threads is None else warmup_threads
         for name, value in (("threads", threads), ("warmup_threads", warmup_threads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise GenerationSettingsError(f"{name} must be a positive integer, got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 1 <= value <= MAX_THREADS
+            ):
+                raise GenerationSettingsError(
+                    f"{name} must be a whole number from 1 to {MAX_THREADS}, got {value!r}"
+                )
         if graph_builder is not None and graph_builder not in GRAPH_BUILDERS:
             raise GenerationSettingsError(
                 f"graph_builder must be one of {', '.join(GRAPH_BUILDERS)}, got {graph_builder!r}"
