@@ -19,7 +19,7 @@ from trainer import export as export_mod
 from trainer.cli import main
 from trainer.config import check_exportable
 from trainer.corpus import DEFAULT_TEXT, Corpus
-from trainer.errors import CorpusError, ExportError, OutputDirError
+from trainer.errors import CorpusError, ExportError, OutputDirError, TrainingError
 from trainer.export import KERAS_FILE, keras_greedy, reexport
 from trainer.model import load_keras
 from trainer.train import TrainConfig, train
@@ -218,6 +218,27 @@ def test_cli_train_then_generate(tmp_path, corpus_file) -> None:
     doc = json.loads((out / VOCAB_FILE).read_text())
     assert doc["training"]["batch_size"] == 16 and doc["training"]["learning_rate"] == 0.01
     assert "--batch-size 16" in doc["training"]["command"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "fragment"),
+    [
+        ("units", 0, "units must be a whole number from 1 to 8,192, got 0"),
+        ("epochs", -1, "epochs must be a whole number from 1 to 100,000"),
+        ("epochs", 1.5, "epochs must be a whole number"),
+        ("learning_rate", float("nan"), "learning_rate must be a number above 0 and at most 10"),
+        ("batch_size", "32", "batch_size must be a whole number"),
+        ("layers", True, "layers must be a whole number"),
+        ("dropout", 1.0, "dropout must be a number at least 0 and below 1"),
+    ],
+)
+def test_library_settings_have_the_clis_ranges(tmp_path, setting, value, fragment) -> None:
+    # The CLI's click ranges came from TrainConfig; the library took anything: units=0 or
+    # seq_length=0 reached Keras, epochs=-1 trained nothing and published it.
+    config = TrainConfig(out_dir=tmp_path / "m", **{setting: value})
+    with pytest.raises(TrainingError, match=re.escape(fragment)):
+        train(config)
+    assert not (tmp_path / "m").exists()
 
 
 def test_divergence_stops_at_the_first_epoch_that_is_not_finite(tmp_path, corpus_file) -> None:

@@ -15,7 +15,7 @@ from runtime.cli import InterruptibleGroup
 from runtime.errors import TextgenError
 
 from . import import_tensorflow_quietly
-from .config import choices, unicode_text
+from .config import choices, unicode_text, values
 
 OUT_OPTION = click.option(
     "--out",
@@ -33,6 +33,13 @@ QUANTIZE_OPTION = click.option(
 FORCE_OPTION = click.option(
     "--force", is_flag=True, help="Replace a model already in the output directory."
 )
+
+
+def _range(name: str) -> click.ParamType:
+    """The CLI's type for the numeric setting `name`: its range in TrainConfig."""
+    r = values(name)
+    kind = click.IntRange if r.whole else click.FloatRange
+    return kind(r.low, r.high, min_open=r.low_open, max_open=r.high_open)
 
 
 def _arg(path: Path) -> str:
@@ -61,7 +68,7 @@ def main() -> None:
 @OUT_OPTION
 @click.option(
     "--seq-length",
-    type=click.IntRange(1, 10_000),
+    type=_range("seq_length"),
     default=3,
     show_default=True,
     help="Characters the model reads to predict the next one.",
@@ -75,15 +82,15 @@ def main() -> None:
 )
 @click.option(
     "--layers",
-    type=click.IntRange(1, 16),
+    type=_range("layers"),
     default=1,
     show_default=True,
     help="Stacked recurrent layers.",
 )
-@click.option("--units", type=click.IntRange(1, 8192), default=50, show_default=True)
+@click.option("--units", type=_range("units"), default=50, show_default=True)
 @click.option(
     "--dropout",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=_range("dropout"),
     default=0.0,
     show_default=True,
     help="Dropout between layers and before the output.",
@@ -94,55 +101,53 @@ def main() -> None:
     default=None,
     help="Cell activation.  [default: relu for simple (as the notebook), tanh otherwise]",
 )
-@click.option("--epochs", type=click.IntRange(1, 100_000), default=100, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 1 << 20), default=32, show_default=True)
-@click.option(
-    "--learning-rate", type=click.FloatRange(0, 10, min_open=True), default=0.001, show_default=True
-)
+@click.option("--epochs", type=_range("epochs"), default=100, show_default=True)
+@click.option("--batch-size", type=_range("batch_size"), default=32, show_default=True)
+@click.option("--learning-rate", type=_range("learning_rate"), default=0.001, show_default=True)
 @click.option(
     "--clipnorm",
-    type=click.FloatRange(0, min_open=True),
+    type=_range("clipnorm"),
     default=5.0,
     show_default=True,
     help="Clip each gradient to this L2 norm.",
 )
 @click.option(
     "--clipvalue",
-    type=click.FloatRange(0, min_open=True),
+    type=_range("clipvalue"),
     default=None,
     help="Also clip each gradient element to +-this value.",
 )
 @click.option("--no-clip", is_flag=True, help="Turn gradient clipping off.")
 @click.option(
     "--val-fraction",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=_range("val_fraction"),
     default=None,
     help="Hold out this end fraction of the corpus.  [default: 0.1 with --corpus, "
     "0 for the built-in sentence]",
 )
 @click.option(
     "--early-stopping",
-    type=click.IntRange(1, 10_000),
+    type=_range("early_stopping"),
     default=None,
     metavar="PATIENCE",
     help="Stop after PATIENCE epochs without a better validation loss; keep the best weights.",
 )
 @click.option(
     "--steps-per-epoch",
-    type=click.IntRange(1),
+    type=_range("steps_per_epoch"),
     default=None,
     help="Batches per epoch. Default: one pass over every window.",
 )
 @click.option(
     "--time-limit",
-    type=click.FloatRange(0, min_open=True),
+    type=_range("time_limit"),
     default=None,
     metavar="MINUTES",
     help="Stop after the last epoch that fits in this many minutes of training.",
 )
 @click.option(
     "--max-val-windows",
-    type=click.IntRange(1),
+    type=_range("max_val_windows"),
     default=20_000,
     show_default=True,
     help="Validate each epoch on at most this many held-out windows, evenly spread.",
@@ -165,7 +170,7 @@ def main() -> None:
 )
 @click.option(
     "--seed",
-    type=click.IntRange(0, 2**31 - 1),
+    type=_range("seed"),
     default=None,
     help="Seed for identical weights run to run. Default: drawn and recorded.",
 )

@@ -8,6 +8,7 @@ multi-worker agreement read these instead of keeping their own lists.
 
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -24,6 +25,47 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 QUANTIZE = ("int8",)
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting takes: whole numbers (`whole`) or any number, from
+    `low` to `high` (None: unbounded), each end included unless open."""
+
+    whole: bool
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.whole and not isinstance(value, int):
+            return False
+        if not math.isfinite(value):
+            return False
+        low, high = self.low, self.high
+        above = low is None or (value > low if self.low_open else value >= low)
+        below = high is None or (value < high if self.high_open else value <= high)
+        return above and below
+
+    def describe(self) -> str:
+        """ "a whole number from 1 to 16", "a number above 0 and at most 10", ..."""
+
+        def shown(x: float) -> str:
+            return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+        noun = "a whole number" if self.whole else "a number"
+        low, high = self.low, self.high
+        if low is not None and high is not None and not (self.low_open or self.high_open):
+            return f"{noun} from {shown(low)} to {shown(high)}"
+        clauses = []
+        if low is not None:
+            clauses.append(f"{'above' if self.low_open else 'at least'} {shown(low)}")
+        if high is not None:
+            clauses.append(f"{'below' if self.high_open else 'at most'} {shown(high)}")
+        return f"{noun} {' and '.join(clauses)}".strip()
+
+
 def setting(
     default: Any,
     *,
@@ -31,12 +73,19 @@ def setting(
     per_worker: bool = False,
     replay: bool = True,
     choices: tuple[str, ...] | None = None,
+    values: Range | None = None,
 ) -> Any:
     """A TrainConfig field. `resume`: a resumed run may give another value (for the seed,
     the saved one is used); `per_worker`: each worker of a multi-worker run may differ (the
     rest must match the chief's); `replay`: the replay command repeats it; `choices`: the
-    values the CLI offers."""
-    meta = {"resume": resume, "per_worker": per_worker, "replay": replay, "choices": choices}
+    values the CLI offers; `values`: a number's range (the CLI's, and the library's)."""
+    meta = {
+        "resume": resume,
+        "per_worker": per_worker,
+        "replay": replay,
+        "choices": choices,
+        "values": values,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -48,28 +97,37 @@ class TrainConfig:
     # The corpus is compared by content between workers and runs, not by path.
     corpus: Path | None = setting(None, per_worker=True, replay=False)
     # Window length; for a stateful model, the length of the training chunks.
-    seq_length: int = setting(3)
+    seq_length: int = setting(3, values=Range(True, 1, 10_000))
     cell: str = setting("simple", choices=CELLS)
-    units: int = setting(50)
-    layers: int = setting(1)
-    dropout: float = setting(0.0)
+    units: int = setting(50, values=Range(True, 1, 8192))
+    layers: int = setting(1, values=Range(True, 1, 16))
+    dropout: float = setting(0.0, values=Range(False, 0, 1, high_open=True))
     # None: relu for SimpleRNN (as the notebook), tanh otherwise.
     activation: str | None = setting(None, choices=tuple(ACTIVATIONS))
-    epochs: int = setting(100, resume=True)
-    batch_size: int = setting(32)
-    learning_rate: float = setting(0.001)
-    clipnorm: float | None = setting(5.0)  # char-rnn's grad_clip; None turns clipping off
-    clipvalue: float | None = setting(None)
-    val_fraction: float | None = setting(None)  # None: 0.1 for a corpus file, 0 for the sentence
-    early_stopping: int | None = setting(None, resume=True)  # patience, on validation loss
-    steps_per_epoch: int | None = setting(None)  # None: one pass over every window
+    epochs: int = setting(100, resume=True, values=Range(True, 1, 100_000))
+    batch_size: int = setting(32, values=Range(True, 1, 1 << 20))
+    learning_rate: float = setting(0.001, values=Range(False, 0, 10, low_open=True))
+    # char-rnn's grad_clip; None turns clipping off
+    clipnorm: float | None = setting(5.0, values=Range(False, 0, low_open=True))
+    clipvalue: float | None = setting(None, values=Range(False, 0, low_open=True))
+    # None: 0.1 for a corpus file, 0 for the sentence
+    val_fraction: float | None = setting(None, values=Range(False, 0, 1, high_open=True))
+    # patience, on validation loss
+    early_stopping: int | None = setting(None, resume=True, values=Range(True, 1, 10_000))
+    # None: one pass over every window
+    steps_per_epoch: int | None = setting(None, values=Range(True, 1))
     # Minutes of training; stops after the last epoch that fits.
-    time_limit: float | None = setting(None, resume=True, per_worker=True)
-    max_val_windows: int | None = setting(20_000)  # evenly strided held-out subset per epoch
+    time_limit: float | None = setting(
+        None, resume=True, per_worker=True, values=Range(False, 0, low_open=True)
+    )
+    # evenly strided held-out subset per epoch
+    max_val_windows: int | None = setting(20_000, values=Range(True, 1))
     strategy: str = setting("default", choices=STRATEGIES)
     mode: str = setting("window", choices=MODES)  # stateful: exported as a step graph
     # Drawn and recorded when None; a resumed run keeps the saved one.
-    seed: int | None = setting(None, resume=True, per_worker=True, replay=False)
+    seed: int | None = setting(
+        None, resume=True, per_worker=True, replay=False, values=Range(True, 0, 2**31 - 1)
+    )
     force: bool = setting(False, resume=True, per_worker=True, replay=False)
     resume: bool = setting(False, resume=True, per_worker=True, replay=False)
     quantize: str | None = setting(
@@ -111,23 +169,32 @@ def choices(name: str) -> list[str]:
     return list(next(f for f in fields(TrainConfig) if f.name == name).metadata["choices"])
 
 
+def values(name: str) -> Range:
+    """The range of the numeric setting `name` (the CLI's options are built from it)."""
+    found = next(f for f in fields(TrainConfig) if f.name == name).metadata["values"]
+    assert found is not None, name
+    return found
+
+
 def check_config(config: TrainConfig) -> None:
-    """Refuse settings that cannot work, before reading anything."""
+    """Refuse settings that cannot work, before reading anything: the CLI's ranges and
+    choices, for library callers too (units=0 or epochs=-1 reached Keras, or trained
+    nothing and published it)."""
     problems = []
     for f in fields(TrainConfig):
-        allowed = f.metadata.get("choices")
+        allowed, numbers = f.metadata.get("choices"), f.metadata.get("values")
         value = getattr(config, f.name)
-        if allowed and value is not None and value not in allowed:
+        if value is None:
+            continue
+        if allowed and f.name != "activation" and value not in allowed:
             problems.append(f"{f.name} must be one of {', '.join(allowed)}")
+        if numbers is not None and not numbers.holds(value):
+            problems.append(f"{f.name} must be {numbers.describe()}, got {value!r}")
     if config.resolved_activation() not in ACTIVATIONS:
         problems.append(
             f"activation must be one of {', '.join(ACTIVATIONS)}: the runtime runs only the "
             "native ONNX cells, which offer these"
         )
-    if not 0.0 <= config.resolved_val_fraction() < 1.0:
-        problems.append("val_fraction must be at least 0 and below 1")
-    if not 0.0 <= config.dropout < 1.0:
-        problems.append("dropout must be at least 0 and below 1")
     if config.early_stopping is not None and config.resolved_val_fraction() == 0:
         problems.append("early stopping watches validation loss: give a --val-fraction above 0")
     if problems:
