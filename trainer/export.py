@@ -28,6 +28,7 @@ from runtime.artifact import (
 from runtime.generator import Generator
 from runtime.graph_rules import ACTIVATIONS, OPSET
 
+from .config import QUANTIZE
 from .errors import ExportError, OutputDirError
 from .model import INPUT_NAME, OUTPUT_NAME, load_keras
 from .onnx_graph import NotNativeError, build, graph_builder, quantize_int8, state_names
@@ -328,8 +329,10 @@ def export(
     """
     import tensorflow as tf
 
-    if quantize not in (None, "int8"):
-        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ExportError(
+            f"quantize must be None or one of {', '.join(QUANTIZE)}, got {quantize!r}"
+        )
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, force=force)
     try:
