@@ -327,9 +327,7 @@ def _pieces(fh: BinaryIO, source: str, *, keep_end: bool) -> Iterator[str]:
         try:
             text = held + decoder.decode(data, final=not data)
         except UnicodeDecodeError as exc:
-            raise click.ClickException(
-                f"{source} is not UTF-8 (bad byte at offset {start + exc.start}); convert it first"
-            ) from None
+            raise _not_utf8(source, start + exc.start) from None
         if not data:
             yield text if keep_end else text.removesuffix("\n").removesuffix("\r")
             return
@@ -352,9 +350,13 @@ def _decode(data: bytes, source: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise click.ClickException(
-            f"{source} is not UTF-8 (bad byte at offset {exc.start}); convert it first"
-        ) from None
+        raise _not_utf8(source, exc.start) from None
+
+
+def _not_utf8(source: str, offset: int) -> click.ClickException:
+    return click.ClickException(
+        f"{source} is not UTF-8 (bad byte at offset {offset}); convert it first"
+    )
 
 
 def _json(

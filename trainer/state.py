@@ -47,9 +47,7 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 def read_progress(checkpoint: Path) -> dict[str, Any]:
     """A checkpoint's progress.json, with the fields resuming reads; OutputDirError naming
     the way out if it is damaged (truncated, missing, not this program's)."""
-    path = checkpoint / "progress.json"
-    if path.exists() and not path.is_file():  # a FIFO would block the read forever
-        raise damaged(checkpoint, "progress.json is not a regular file")
+    path = _checkpoint_file(checkpoint, "progress.json")
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
@@ -67,6 +65,15 @@ def read_progress(checkpoint: Path) -> dict[str, Any]:
     return doc
 
 
+def _checkpoint_file(checkpoint: Path, name: str) -> Path:
+    """checkpoint/name, refused as damaged when it is there but not a regular file (a FIFO
+    would block the read forever); a missing one is left to the reader's own message."""
+    path = checkpoint / name
+    if path.exists() and not path.is_file():
+        raise damaged(checkpoint, f"{name} is not a regular file")
+    return path
+
+
 def damaged(checkpoint: Path, problem: str) -> OutputDirError:
     root = checkpoint.parent
     return OutputDirError(
@@ -79,9 +86,7 @@ def load_checkpoint_model(checkpoint: Path) -> keras.Model:
     """The Keras model (with optimizer state) of a checkpoint, or OutputDirError."""
     from .model import load_keras
 
-    path = checkpoint / "model.keras"
-    if path.exists() and not path.is_file():  # as progress.json
-        raise damaged(checkpoint, "model.keras is not a regular file")
+    path = _checkpoint_file(checkpoint, "model.keras")
     try:
         return load_keras(path)
     except Exception as exc:  # Keras raises many types for a damaged archive
