@@ -207,10 +207,28 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, text: str | bytes, *, source: str = VOCAB_FILE) -> ModelSpec:
-        """Parse and validate vocab.json; raise ArtifactError naming the first problem."""
+        """Parse and validate vocab.json; raise ArtifactError naming the first problem.
+
+        Only what the trainer writes parses: UTF-8 (json.loads would also take UTF-16 and
+        UTF-32, which other readers do not) and one value per key. A repeated key is how a
+        file shows one reader one vocabulary and another reader another: Python and
+        JavaScript keep the last value, other parsers the first."""
         try:
-            doc = json.loads(text, parse_constant=_no_constants)
-        except (ValueError, UnicodeDecodeError) as exc:
+            if isinstance(text, bytes):
+                text = text.decode("utf-8")
+            doc = json.loads(
+                text, parse_constant=_no_constants, object_pairs_hook=_one_value_per_key
+            )
+        except _RepeatedKey as exc:
+            raise ArtifactError(
+                f"{source} is malformed: {exc}; re-export the model with textgen-train"
+            ) from None
+        except UnicodeDecodeError as exc:
+            raise ArtifactError(
+                f"{source} is not UTF-8 (bad byte at offset {exc.start}); re-export the model "
+                "with textgen-train export"
+            ) from None
+        except ValueError as exc:
             raise ArtifactError(
                 f"{source} is not valid JSON ({exc}); re-export the model with textgen-train export"
             ) from None
@@ -367,6 +385,19 @@ class _Validator:
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise _RepeatedKey(f"key {_short(key)} appears twice in one object")
+        doc[key] = value
+    return doc
 
 
 def _plain(x: Any, depth: int = 0) -> bool:

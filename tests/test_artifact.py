@@ -102,6 +102,31 @@ def test_not_a_vocab_document(text: str | bytes) -> None:
         ModelSpec.from_json(text)
 
 
+@pytest.mark.parametrize("where", ["top", "graph", "training"])
+def test_a_key_given_twice_is_refused(where: str) -> None:
+    # Readers disagree on which value a repeated key means (Python and JavaScript take the
+    # last, others the first): a file that shows them different vocabularies is refused.
+    good_json = json.dumps(good())
+    text = good_json
+    if where == "top":
+        text = good_json[:-1] + ', "chars": ["x", "y"]}'
+    elif where == "graph":
+        text = good_json.replace('"graph": {', '"graph": {"next": {"name": "x"}, ', 1)
+    else:
+        text = good_json.replace('"training": {', '"training": {"a": 1, "a": 2, ', 1)
+    assert text != good_json
+    with pytest.raises(ArtifactError, match="malformed: key '.*' appears twice in one object"):
+        ModelSpec.from_json(text)
+    ModelSpec.from_json(good_json)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-8-sig"])
+def test_vocab_json_is_utf8_as_written(encoding: str) -> None:
+    # json.loads(bytes) would guess UTF-16 and UTF-32; a browser's response.json() would not.
+    with pytest.raises(ArtifactError, match="not UTF-8|not valid JSON"):
+        ModelSpec.from_json(json.dumps(good()).encode(encoding))
+
+
 def test_missing_and_oversized_files(tmp_path) -> None:
     with pytest.raises(ModelNotFoundError, match="vocab.json not found"):
         ModelSpec.read(tmp_path)
