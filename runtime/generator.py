@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import unicodedata
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -66,6 +67,9 @@ WINDOW_GRAPH_AFTER = 2000
 # Greedy streams kept bound between calls, per Generator: as many as run at once, up to
 # this; binding a stream's two Runs afresh costs ~60 us (22 tensors through IOBinding).
 IDLE_STREAMS = 4
+# Unknown characters in a text longer than this get no normal-form hint: normalizing it
+# would cost more than the hint is worth.
+MAX_HINT_TEXT = 1 << 20
 
 
 @dataclass
@@ -282,11 +286,11 @@ class Generator:
         index = self.spec.char_to_index
         unknown = sorted({c for c in text if c not in index})
         if unknown:
-            shown = ", ".join(repr(c) for c in unknown[:20])
+            shown = ", ".join(_shown_char(c) for c in unknown[:20])
             more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
             raise PromptError(
                 f"{what} has characters outside the model's vocabulary: {shown}{more}; "
-                "use only characters from `textgen info`"
+                f"{_normal_form_hint(text, index)}use only characters from `textgen info`"
             )
         return np.fromiter((index[c] for c in text), dtype=self._in_dtype, count=len(text))
 
@@ -706,3 +710,23 @@ def _check_length(length: int) -> None:
         raise GenerationSettingsError(
             f"length must be a whole number from 1 to {MAX_LENGTH}, got {length!r}"
         )
+
+
+def _shown_char(c: str) -> str:
+    """A character for an error line: repr(), or for a combining mark, which would sit on
+    the quote before it, its code point and name."""
+    if unicodedata.category(c).startswith("M"):  # repr() escapes the other invisible ones
+        return f"U+{ord(c):04X} ({unicodedata.name(c, 'a combining mark')})"
+    return repr(c)
+
+
+def _normal_form_hint(text: str, index: dict[str, int]) -> str:
+    """Where the text reads in the model's vocabulary once its accents are composed (NFC)
+    or decomposed (NFD), as pasted text and macOS file names often differ, say which."""
+    if len(text) > MAX_HINT_TEXT:
+        return ""
+    for form in ("NFC", "NFD"):
+        if all(c in index for c in unicodedata.normalize(form, text)):
+            how = "composed" if form == "NFC" else "decomposed"
+            return f"its Unicode {form} form (accents {how}) has none: normalize it to {form}; "
+    return ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 import pytest
 from helpers import edit_vocab, reseal
@@ -62,6 +64,31 @@ def test_generate_returns_prompt_plus_length_characters(gen: Generator) -> None:
 def test_bad_prompts_are_refused(gen: Generator, prompt: str, message: str) -> None:
     with pytest.raises(PromptError, match=message):
         gen.generate(prompt, 5)
+
+
+@pytest.mark.parametrize(
+    ("vocab_char", "prompt", "form"),
+    [("é", "The\u0301 ", "NFC"), ("\u0301", "Thé ", "NFD")],
+)
+def test_a_prompt_in_the_other_unicode_form_is_named(
+    model_copy, vocab_char: str, prompt: str, form: str
+) -> None:
+    # Pasted text and macOS file names often decompose accents the corpus had composed (or
+    # the reverse): the error names the mark by code point and says which form would read.
+    edit_vocab(model_copy, lambda d: d["chars"].__setitem__(3, vocab_char))  # in place of Z
+    gen = Generator.load(model_copy)
+    with pytest.raises(PromptError) as caught:
+        gen.generate(prompt, 5)
+    message = str(caught.value)
+    assert f"its Unicode {form} form" in message and f"normalize it to {form}" in message
+    if form == "NFC":
+        assert "U+0301 (COMBINING ACUTE ACCENT)" in message
+    assert gen.generate(unicodedata.normalize(form, prompt), 5).startswith(
+        unicodedata.normalize(form, prompt)
+    )
+    with pytest.raises(PromptError) as caught:
+        gen.generate("Q" + prompt, 5)  # Q reads in neither form: no hint
+    assert "form" not in str(caught.value)
 
 
 def test_stream_checks_the_prompt_before_the_first_character(gen: Generator) -> None:
