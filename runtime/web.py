@@ -44,6 +44,11 @@ def _ort_script(local: bool) -> str:
 def write_site(model_dir: Path | None, site: Path, ort_dist: Path | None = None) -> Path:
     """Write the static site for `model_dir` (None: the default model) into `site`."""
     site = Path(site)
+    if site.is_symlink() and not site.exists():
+        raise WebSiteError(
+            f"{site} is a symbolic link that leads nowhere (a missing target or a loop); "
+            "remove it or choose another directory"
+        )
     if site.exists() and (not site.is_dir() or any(site.iterdir())):
         raise WebSiteError(f"{site} already exists and is not empty; choose a new directory")
     # Only a model that loads is published, in every precision it lists.

@@ -37,6 +37,40 @@ def test_symlinked_out_is_followed_and_kept(tmp_path: Path, tiny_model: Path) ->
         assert _leftovers(tmp_path, real.parent, real) == []
 
 
+@pytest.mark.parametrize("kind", ["missing target", "missing parent", "loop"])
+def test_a_link_that_leads_nowhere_is_refused(tmp_path: Path, tiny_model: Path, kind: str) -> None:
+    # Following a link to a missing directory would create it: with a link to an unmounted
+    # drive the model would land on the root filesystem, hidden once the drive is mounted.
+    from click.testing import CliRunner
+
+    from trainer.cli import main
+
+    gone = tmp_path / "usb" / "models"
+    link = tmp_path / "models"
+    out = link
+    if kind == "loop":
+        (tmp_path / "other").symlink_to(link)
+        link.symlink_to(tmp_path / "other")
+        needle = "loops back on itself"
+    else:
+        link.symlink_to(gone, target_is_directory=True)
+        needle = f"models is a symbolic link to {gone}, which does not exist"
+        out = link / "kjv" if kind == "missing parent" else link
+    for args in (
+        ["train", "--out", str(out), "--epochs", "1"],
+        ["export", "--model-dir", str(tiny_model), "--out", str(out)],
+    ):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert needle in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "usb").exists()
+    gone.mkdir(parents=True)  # the drive is mounted: the same command writes through the link
+    if kind != "loop":
+        reexport(tiny_model, out)
+        assert Generator.load(out).spec.model_sha256
+        assert (gone / ("kjv" if kind == "missing parent" else "") / MODEL_FILE).is_file()
+
+
 def test_out_keeps_its_mode_and_group(tmp_path: Path, tiny_model: Path) -> None:
     # The swapped-in directory was mkdtemp's: 0700 in the user's group, with every export.
     out = tmp_path / "shared"

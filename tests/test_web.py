@@ -157,6 +157,10 @@ def test_web_command_refuses_to_overwrite_and_checks_the_dist(tmp_path) -> None:
     page = (tmp_path / "s3" / "index.html").read_text()
     assert 'integrity="sha384-' in page and "cdn.jsdelivr.net/npm/onnxruntime-web@" in page
     assert json.loads((tmp_path / "s3" / "model" / "vocab.json").read_text())["format"]
+    (tmp_path / "s4").symlink_to(tmp_path / "unmounted" / "www")
+    result = CliRunner().invoke(main, ["web", "--out", str(tmp_path / "s4")])
+    assert result.exit_code == 1 and "symbolic link that leads nowhere" in result.output
+    assert not (tmp_path / "unmounted").exists()
 
 
 def test_site_gets_the_directorys_own_mode_and_every_precision_is_checked(

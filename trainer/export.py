@@ -32,7 +32,7 @@ from .config import QUANTIZE
 from .errors import ExportError, OutputDirError
 from .model import INPUT_NAME, OUTPUT_NAME, load_keras
 from .onnx_graph import NotNativeError, build, graph_builder, quantize_int8, state_names
-from .publish import make_staging, out_dir_lock, publish
+from .publish import make_staging, out_dir_lock, publish, real_dir
 
 log = logging.getLogger(__name__)
 
@@ -466,7 +466,7 @@ def reexport(
         windows = np.concatenate(
             [np.lib.stride_tricks.sliding_window_view(ids, old.seq_length), random_windows]
         )
-    same_dir = out_dir is None or Path(out_dir).resolve() == model_dir.resolve()
+    same_dir = out_dir is None or real_dir(Path(out_dir)) == real_dir(model_dir)
     training = {k: v for k, v in old.training.items() if k != "sample_prompt"}
     with out_dir_lock(model_dir if out_dir is None else Path(out_dir)):
         return export(

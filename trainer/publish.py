@@ -47,6 +47,12 @@ def out_dir_lock(out_dir: Path) -> Iterator[None]:
     dies, however it dies: a lock left by a killed run is simply taken over. Publishing
     carries the file into the new directory by hard link, so the lock survives the swap.
     """
+    broken = _broken_link(out_dir)
+    if broken is not None:
+        raise OutputDirError(
+            f"cannot write to output directory {out_dir}: {broken}; fix or remove the link, "
+            "or choose another --out"
+        )
     real = real_dir(out_dir)
     made = not real.exists()
     try:
@@ -77,6 +83,25 @@ def out_dir_lock(out_dir: Path) -> Iterator[None]:
         if made:  # a run that failed before writing anything leaves no empty --out behind
             with contextlib.suppress(OSError):
                 real.rmdir()  # only if empty
+
+
+def _broken_link(out_dir: Path) -> str | None:
+    """What is wrong with a symbolic link on the way to out_dir, if one leads nowhere.
+
+    Following a link to a missing directory would create it, parents and all: with a link
+    to an unmounted drive (/mnt/usb/models), the model would land on the root filesystem
+    and vanish under the drive once it is mounted."""
+    for path in [Path(out_dir), *Path(out_dir).parents]:
+        if not path.is_symlink():
+            continue
+        try:
+            os.stat(path)
+        except OSError as exc:
+            target = os.readlink(path)
+            if exc.errno == errno.ELOOP:
+                return f"{path} is a symbolic link that loops back on itself"
+            return f"{path} is a symbolic link to {target}, which does not exist"
+    return None
 
 
 def staging_prefix(out_dir: Path) -> str:
