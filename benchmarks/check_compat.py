@@ -5,8 +5,9 @@ Usage: python benchmarks/check_compat.py [--versions 1.16.3 1.22.0 1.32.0] [--ou
 For each onnxruntime version, makes a fresh venv with that release (and NumPy < 2 for
 releases built against NumPy 1), installs this runtime into it without dependencies, and
 generates greedily from: the shipped default model, SimpleRNN / LSTM / GRU models trained
-here (each with its int8 variant), and stateful LSTM 256 and GRU 256 models in fp32 and
-int8 (threaded warm-up and decomposed step graphs included).
+here (each with its int8 variant), stateful LSTM 256 and GRU 256 models in fp32 and
+int8 (threaded warm-up and decomposed step graphs included), and window and stateful models
+of a 1,100-character vocabulary (OneHot, format version 3).
 Every output must equal this venv's output, and every hostile model of
 benchmarks/hostile_models.py must be refused with ArtifactError in every release.
 Writes the "compat" section of BENCHMARKS.md (or --output); exits 1 on any difference.
@@ -102,6 +103,30 @@ def models(tmp: Path) -> list[tuple[str, str]]:
                 epochs=3,
                 seed=1,
                 mode="stateful",
+                quantize="int8",
+            )
+        )
+        cases += [(str(out), "fp32"), (str(out), "int8")]
+    # A vocabulary of ONE_HOT_OP_CHARS or more: the graph one-hot encodes with OneHot
+    # (format version 3), in a window model and a stateful one.
+    from runtime.artifact import ONE_HOT_OP_CHARS
+
+    wide = tmp / "wide.txt"
+    chars = [chr(0x4E00 + i) for i in range(ONE_HOT_OP_CHARS + 76)]
+    wide.write_text("".join(chars[(i * 7919) % len(chars)] for i in range(30 * len(chars))))
+    for mode in ("window", "stateful"):
+        out = tmp / f"wide-{mode}"
+        train(
+            TrainConfig(
+                out_dir=out,
+                corpus=wide,
+                cell="lstm",
+                units=32,
+                seq_length=8,
+                epochs=1,
+                steps_per_epoch=20,
+                seed=1,
+                mode=mode,
                 quantize="int8",
             )
         )

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .artifact import ModelSpec
+from .artifact import ONE_HOT_OP_CHARS, ModelSpec
 from .onnx_proto import (
     DTYPES,
     FLOAT,
@@ -146,6 +146,19 @@ def _gather(node: Node, ins: list[Value | None]) -> list[Value | None]:
     if not table.initializer or len(table.shape) != 2 or ids.dtype not in (INT32, INT64):
         raise _fail(f"Gather {node.name!r} must look rows up in a weight table")
     return [Value(table.dtype, ids.shape + table.shape[1:])]
+
+
+def _one_hot(node: Node, ins: list[Value | None]) -> list[Value | None]:
+    ids, depth, values = _present(node, ins, 3)
+    if _attrs(node, {"axis": 2}).get("axis", -1) != -1:
+        raise _fail(f"OneHot {node.name!r} must add its axis last")
+    if ids.dtype not in (INT32, INT64) or not depth.initializer or depth.const is None:
+        raise _fail(f"OneHot {node.name!r} needs character ids and a constant depth")
+    if len(depth.const) != 1 or depth.const[0] < 1:
+        raise _fail(f"OneHot {node.name!r} has depth {list(depth.const)}")
+    if not values.initializer or values.dtype != FLOAT or values.shape != (2,):
+        raise _fail(f"OneHot {node.name!r} needs constant float [off, on] values")
+    return [Value(FLOAT, ids.shape + (depth.const[0],))]
 
 
 def _axes(node: Node, axes: Value | None) -> list[int]:
@@ -353,6 +366,7 @@ def _present(node: Node, ins: list[Value | None], n: int) -> list[Value]:
 FP32_OPS: dict[tuple[str, str], Rule] = {
     ("", "Transpose"): _transpose,
     ("", "Gather"): _gather,
+    ("", "OneHot"): _one_hot,
     ("", "Squeeze"): _squeeze,
     ("", "Unsqueeze"): _unsqueeze,
     ("", "Identity"): _identity,
@@ -450,6 +464,13 @@ def check_model(model: Model, spec: ModelSpec, precision: str) -> None:
         while ins and ins[-1] is None:
             ins.pop()
         outs = rule(node, ins)
+        if node.op_type == "OneHot" and not (
+            spec.one_hot_op and outs[0] is not None and outs[0].shape[-1] == spec.vocab_size
+        ):
+            raise _fail(
+                f"OneHot {node.name!r} is not the one-hot encoding rnn-textgen writes for "
+                f"{spec.vocab_size} characters (it writes OneHot from {ONE_HOT_OP_CHARS})"
+            )
         if len(node.outputs) > len(outs):
             raise _fail(f"{node.op_type} {node.name!r} has {len(node.outputs)} outputs")
         for name, value in zip(node.outputs, outs, strict=False):

@@ -302,6 +302,28 @@ class _Builder:
             raise _Unknown(name)
         return node
 
+    def one_hot_scale(self, x0: str) -> np.ndarray:
+        """What the first layer's input x0 holds for character i, which is i's column of W
+        scaled by this [vocabulary] vector: x0 = Gather(table, Transpose(char_ids)) with a
+        diagonal table (its diagonal), or OneHot(Transpose(char_ids)) of values [0, on]."""
+        front = self.producer.get(x0)
+        if front is not None and front.op_type == "OneHot":
+            self.made_by(front.inputs[0], "Transpose")
+            depth, values = self.const(front.inputs[1]), self.const(front.inputs[2])
+            axis = {a.name: Attribute.value(a) for a in front.attributes}.get("axis", -1)
+            if depth.size != 1 or axis != -1 or values.shape != (2,) or values[0] != 0:
+                raise _Unknown("one-hot")
+            return np.full(int(depth.reshape(())), values[1], np.float32)
+        gather = self.made_by(x0, "Gather")
+        self.made_by(gather.inputs[1], "Transpose")
+        table = self.const(gather.inputs[0])
+        diag = np.diagonal(table)
+        if table.shape != (len(diag), len(diag)) or np.count_nonzero(table) != np.count_nonzero(
+            diag
+        ):
+            raise _Unknown("one-hot table")
+        return diag
+
     def layers(self) -> list[_Layer]:
         cells = [n for n in self.graph.nodes if n.op_type in _RECURRENT]
         consumers: dict[str, list[Node]] = {}
@@ -325,16 +347,7 @@ class _Builder:
             gates = GATES[op]
             b = self.const(ins[3])[0] if ins[3] else np.zeros(2 * gates * units, np.float32)
             if k == 0:
-                # x0 = Gather(one-hot table, Transpose(char_ids)): fold the table into W.
-                gather = self.made_by(ins[0], "Gather")
-                self.made_by(gather.inputs[1], "Transpose")
-                table = self.const(gather.inputs[0])
-                diag = np.diagonal(table)
-                if table.shape != (len(diag), len(diag)) or np.count_nonzero(
-                    table
-                ) != np.count_nonzero(diag):
-                    raise _Unknown("one-hot table")
-                w = w * diag[None, :]
+                w = w * self.one_hot_scale(ins[0])[None, :]
             elif self.made_by(ins[0], "Squeeze").inputs[0] != cells[k - 1].outputs[0]:
                 raise _Unknown(node.name)
             if self.spec.stateful:

@@ -92,3 +92,36 @@ def stateful_models(tmp_path_factory: pytest.TempPathFactory, corpus_file: Path)
         )
         out[cell] = path
     return out
+
+
+@pytest.fixture(scope="session")
+def wide_models(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A window LSTM and a stateful GRU of ONE_HOT_OP_CHARS + 76 characters (CJK), with int8
+    variants, trained once per session, and a prompt they read (read only)."""
+    from runtime.artifact import ONE_HOT_OP_CHARS
+    from trainer.train import TrainConfig, train
+
+    tmp = tmp_path_factory.mktemp("wide")
+    wide = ONE_HOT_OP_CHARS + 76
+    chars = [chr(0x4E00 + i) for i in range(wide)]
+    text = "".join(chars[(i * 7919) % wide] for i in range(20 * wide))
+    corpus = tmp / "hanzi.txt"
+    corpus.write_text(text, encoding="utf-8")
+    models: dict = {"prompt": text[:8]}
+    for mode, cell in (("window", "lstm"), ("stateful", "gru")):
+        models[mode] = tmp / mode
+        train(
+            TrainConfig(
+                out_dir=models[mode],
+                corpus=corpus,
+                mode=mode,
+                cell=cell,
+                units=32,
+                seq_length=8,
+                epochs=1,
+                steps_per_epoch=10,
+                seed=1,
+                quantize="int8",
+            )
+        )
+    return models

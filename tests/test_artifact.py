@@ -34,7 +34,7 @@ def test_format_and_version_come_first() -> None:
     doc = json.loads(ModelSpec.from_dict(good()).to_json())
     assert list(doc)[:2] == ["format", "version"]
     # A window model is written as version 1: the lowest version that can describe it.
-    assert (doc["format"], doc["version"]) == (FORMAT_NAME, 1) and NEWEST_VERSION == 2
+    assert (doc["format"], doc["version"]) == (FORMAT_NAME, 1) and NEWEST_VERSION == 3
 
 
 def test_shipped_default_model_validates() -> None:
@@ -44,8 +44,8 @@ def test_shipped_default_model_validates() -> None:
 
 
 def test_unknown_version_is_named() -> None:
-    doc = good() | {"version": 3}
-    with pytest.raises(UnsupportedVersionError, match="version 3.*upgrade rnn-textgen"):
+    doc = good() | {"version": NEWEST_VERSION + 1}
+    with pytest.raises(UnsupportedVersionError, match="version 4.*upgrade rnn-textgen"):
         ModelSpec.from_dict(doc)
 
 

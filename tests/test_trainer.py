@@ -256,16 +256,23 @@ def test_divergence_stops_at_the_first_epoch_that_is_not_finite(tmp_path, corpus
 
 
 def test_vocabulary_too_large_to_load_is_refused_before_training(tmp_path) -> None:
-    # model.onnx reads characters through a [vocabulary, vocabulary] table: 12,000 distinct
-    # characters make it 577 MB, over what the runtime loads, which the run learned only at
-    # its export, after all its epochs.
-    corpus = tmp_path / "hanzi.txt"
-    corpus.write_text("".join(chr(0x4E00 + i) for i in range(12_000)) * 2, encoding="utf-8")
-    result = cli("train", "--corpus", str(corpus), "--out", str(tmp_path / "m"), "--units", "8")
+    # A model.onnx over what the runtime loads was learned only at the export, after all
+    # the run's epochs. (From ONE_HOT_OP_CHARS characters the graph one-hot encodes with an
+    # OneHot node: 12,000 characters once made a 577 MB identity table, now nothing.)
+    corpus = tmp_path / "plane2.txt"
+    corpus.write_text("".join(chr(0x20000 + i) for i in range(60_000)) * 2, encoding="utf-8")
+    out = tmp_path / "m"
+    result = cli(
+        "train", "--corpus", str(corpus), "--out", str(out), "--cell", "lstm", "--units", "512"
+    )
     assert result.exit_code == 1, result.output
-    assert result.output.startswith("Error: the corpus has 12,000 distinct characters")
-    assert "about 577 MB" in result.output and not (tmp_path / "m").exists()
-    check_exportable(TrainConfig(out_dir=tmp_path / "m", units=8), 11_000)  # 485 MB: loads
+    assert result.output.startswith(
+        "Error: the corpus has 60,000 distinct characters: with 1 x 512 units model.onnx "
+        "would be about 619 MB"
+    )
+    assert "use fewer --units" in result.output and not out.exists()
+    check_exportable(TrainConfig(out_dir=out, units=8), 12_000)  # 0.8 MB
+    check_exportable(TrainConfig(out_dir=out, units=512, cell="lstm"), 30_000)  # 312 MB
 
 
 def test_file_names_that_are_not_utf8_or_hold_spaces(tmp_path, corpus_file) -> None:

@@ -109,6 +109,19 @@ def test_stateful_models_give_the_runtimes_greedy_text(
         assert text == Generator.load(model).generate(prompt, 80)
 
 
+@pytest.mark.parametrize(("mode", "precision"), [("window", "fp32"), ("stateful", "int8")])
+def test_a_wide_vocabulary_runs_in_the_page(
+    tools, server, tmp_path, wide_models, mode, precision
+) -> None:
+    # 1,100 characters: the graph one-hot encodes with an OneHot node (format version 3).
+    model, prompt = wide_models[mode], wide_models["prompt"]
+    url = _site(server, f"wide-{mode}-{precision}", model)
+    state, text = _run(url, tmp_path, prompt=prompt, length=60, precision=precision)
+    assert state == "done", text
+    native = Generator.load(model, precision=precision, graph_builder="native")
+    assert text == native.generate(prompt, 60)
+
+
 def test_sampled_text_respects_the_settings(tools, server, tmp_path) -> None:
     url = _site(server, "sampling", None)
     greedy = Generator.load().generate("This is Z", 50)

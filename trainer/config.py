@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from runtime.artifact import MODE_VERSIONS
+from runtime.artifact import MODE_VERSIONS, ONE_HOT_OP_CHARS
 from runtime.graph_rules import ACTIVATIONS, GATES
 
 from .errors import CorpusError, TrainingError
@@ -207,22 +207,23 @@ CELL_OPS = {"simple": "RNN", "gru": "GRU", "lstm": "LSTM"}
 
 def check_exportable(config: TrainConfig, vocab: int) -> None:
     """Refuse, before any training, a model whose model.onnx the runtime would refuse to
-    load (MAX_MODEL_BYTES): the graph reads characters through a [vocabulary, vocabulary]
-    one-hot table, 4 bytes an entry, so the vocabulary, not the weights, is what grows
-    (12,000 distinct characters: 577 MB). Otherwise the whole run is lost at its export."""
+    load (MAX_MODEL_BYTES), 4 bytes a weight. Otherwise the whole run is lost at its
+    export. (Below ONE_HOT_OP_CHARS the graph also holds a [vocabulary, vocabulary]
+    one-hot table; above, where it used to cost 577 MB at 12,000 characters, an OneHot.)"""
     from runtime.loading import MAX_MODEL_BYTES
 
     rows, units = GATES[CELL_OPS[config.cell]] * config.units, config.units
-    floats = vocab * vocab + units * vocab + vocab  # one-hot table, output layer
+    table = vocab * vocab if vocab < ONE_HOT_OP_CHARS else 0
+    floats = table + units * vocab + vocab  # one-hot table, output layer
     for layer in range(config.layers):
         inputs = vocab if layer == 0 else units
         floats += rows * (inputs + units + 2)  # W, R and both biases
     if 4 * floats > MAX_MODEL_BYTES:
         raise CorpusError(
-            f"the corpus has {vocab:,} distinct characters: model.onnx would be about "
-            f"{4 * floats / 1e6:,.0f} MB (its input table alone is {vocab:,} x {vocab:,} "
-            f"floats), over the {MAX_MODEL_BYTES:,} bytes the runtime loads; map rare "
-            "characters to common ones (or drop them) to shrink the vocabulary"
+            f"the corpus has {vocab:,} distinct characters: with {config.layers} x "
+            f"{config.units} units model.onnx would be about {4 * floats / 1e6:,.0f} MB, "
+            f"over the {MAX_MODEL_BYTES:,} bytes the runtime loads; use fewer --units, or "
+            "map rare characters to common ones (or drop them) to shrink the vocabulary"
         )
 
 

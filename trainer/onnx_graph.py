@@ -5,7 +5,7 @@ small model (measured: 19 µs per Run for the default model, against 6 µs for t
 here). A window model has a fixed length, so every cell maps onto ONNX's native `RNN`,
 `LSTM` or `GRU` operator, and the whole model is a handful of nodes:
 
-    char_ids [batch, L] -> Transpose -> Gather(identity) = one-hot [L, batch, V]
+    char_ids [batch, L] -> Transpose -> Gather(identity), or OneHot = one-hot [L, batch, V]
       -> RNN | LSTM | GRU (x layers) -> Squeeze -> Gemm -> Softmax = probs [batch, V]
                                                           -> ArgMax = next [batch]
 
@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime.artifact import NEXT_NAME
+from runtime.artifact import NEXT_NAME, ONE_HOT_OP_CHARS
 from runtime.graph_rules import ACTIVATIONS, IR_VERSION, OPSET
 from runtime.step_graph import preferred_builder, reorder_gates, symmetric_int8
 
@@ -114,17 +114,32 @@ def _split_layers(model: Any) -> tuple[list[Any], Any]:
 
 
 def _front(vocab_size: int) -> tuple[list, list]:
-    """char_ids [batch, time] -> one-hot x0 [time, batch, vocab], plus shared constants."""
-    nodes = [
-        helper.make_node("Transpose", [INPUT_NAME], ["ids_tb"], perm=[1, 0], name="time_major"),
-        # One-hot as a row lookup: the same numbers as tf.one_hot, without an OneHot kernel.
-        helper.make_node("Gather", ["one_hot_table", "ids_tb"], ["x0"], name="one_hot"),
-    ]
-    inits = [
-        numpy_helper.from_array(np.eye(vocab_size, dtype=np.float32), "one_hot_table"),
-        numpy_helper.from_array(np.array([0], np.int64), "axis0"),
-    ]
-    return nodes, inits
+    """char_ids [batch, time] -> one-hot x0 [time, batch, vocab], plus shared constants.
+
+    One-hot as a row lookup (the same numbers as tf.one_hot) from an identity table, or for
+    a vocabulary of ONE_HOT_OP_CHARS or more, where that table would be most of the file
+    (format version 3, ModelSpec.one_hot_op), with ONNX's OneHot operator."""
+    transpose = helper.make_node(
+        "Transpose", [INPUT_NAME], ["ids_tb"], perm=[1, 0], name="time_major"
+    )
+    axis0 = numpy_helper.from_array(np.array([0], np.int64), "axis0")
+    if vocab_size >= ONE_HOT_OP_CHARS:
+        one_hot = helper.make_node(
+            "OneHot",
+            ["ids_tb", "one_hot_depth", "one_hot_values"],
+            ["x0"],
+            axis=-1,
+            name="one_hot",
+        )
+        inits = [
+            # int32: the depth type onnxruntime's OneHot kernel pairs with int32 ids.
+            numpy_helper.from_array(np.array(vocab_size, np.int32), "one_hot_depth"),
+            numpy_helper.from_array(np.array([0, 1], np.float32), "one_hot_values"),
+        ]
+        return [transpose, one_hot], [*inits, axis0]
+    lookup = helper.make_node("Gather", ["one_hot_table", "ids_tb"], ["x0"], name="one_hot")
+    table = numpy_helper.from_array(np.eye(vocab_size, dtype=np.float32), "one_hot_table")
+    return [transpose, lookup], [table, axis0]
 
 
 def _head(dense: Any) -> tuple[list, list]:

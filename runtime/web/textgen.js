@@ -11,7 +11,8 @@
 //   model.feed("more text"); model.reset()   (a running context, as ml5's charRNN)
 
 export const FORMAT = "rnn-textgen-vocab";
-export const VERSIONS = [1, 2];
+// Version 3: a vocabulary of 1,024 characters or more, one-hot encoded by an OneHot node.
+export const VERSIONS = [1, 2, 3];
 const MODE_VERSIONS = { window: 1, stateful: 2 };
 const MODEL_FILES = { fp32: "model.onnx", int8: "model.int8.onnx" };
 export const MAX_LENGTH = 100000;
