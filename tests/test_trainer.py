@@ -275,6 +275,19 @@ def test_vocabulary_too_large_to_load_is_refused_before_training(tmp_path) -> No
     check_exportable(TrainConfig(out_dir=out, units=512, cell="lstm"), 30_000)  # 312 MB
 
 
+def test_a_corpus_with_nul_and_escape_characters_exports(tmp_path) -> None:
+    # Its sample prompt (the corpus' start) went to the export's fresh-process check as a
+    # command-line argument, which cannot hold a NUL: the finished run lost its export.
+    corpus = tmp_path / "dump.txt"
+    corpus.write_text("a\x00b\x00c\x00d\x1b[31m red \x1b[0m" * 40, encoding="utf-8")
+    out = tmp_path / "m"
+    result = cli("train", "--corpus", str(corpus), "--out", str(out), "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    gen = Generator.load(out)
+    assert gen.spec.sample_prompt.startswith("a\x00b") and "\x00" in gen.spec.chars
+    assert gen.generate(gen.spec.sample_prompt, 20).startswith(gen.spec.sample_prompt)
+
+
 def test_file_names_that_are_not_utf8_or_hold_spaces(tmp_path, corpus_file) -> None:
     # Linux names are bytes: a corpus named in Latin-1 put a lone surrogate into vocab.json,
     # which the runtime refuses, so the finished run's export was lost.

@@ -219,20 +219,24 @@ def verify(
 def smoke_test_in_subprocess(model_dir: Path, prompt: str, precisions: list[str]) -> None:
     """Load and run the staged artifacts in a separate process: a model that makes onnxruntime
     abort must fail this check, not the user's device later."""
+    # The prompt goes through stdin as UTF-8: an argument cannot hold a NUL character (a
+    # corpus with one lost its finished run's export to a ValueError here).
     code = (
         "import sys; from runtime import Generator\n"
-        "for p in sys.argv[3:]: Generator.load(sys.argv[1], precision=p).generate(sys.argv[2], 5)"
+        "prompt = sys.stdin.buffer.read().decode('utf-8')\n"
+        "for p in sys.argv[2:]: Generator.load(sys.argv[1], precision=p).generate(prompt, 5)"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(model_dir), prompt, *precisions],
+        [sys.executable, "-c", code, str(model_dir), *precisions],
+        input=prompt.encode("utf-8"),
         capture_output=True,
-        text=True,
         env=env,
         timeout=300,
     )
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        stderr = proc.stderr.decode("utf-8", "replace")
+        tail = (stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
         raise ExportError(
             f"the exported model failed to load and run in a fresh process: {tail}; "
             "nothing was published"
