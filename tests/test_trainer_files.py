@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,62 @@ def test_damaged_checkpoint_is_one_error(
     )  # fmt: skip
     assert fresh.exit_code == 0, fresh.output
     assert _temporaries(out) == [] and not (out / STATE_DIR).exists()
+
+
+def _rewrite_archive(path: Path, edit) -> None:
+    """`path` (a model.keras) with its config.json passed through `edit`, or with `edit`'s
+    extra members when it returns a dict of them."""
+    with zipfile.ZipFile(path) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    config = json.loads(members["config.json"])
+    extra = edit(config)
+    members["config.json"] = json.dumps(config).encode()
+    members.update(extra or {})
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def _lookup_layer(config: dict) -> None:
+    # CVE-2025-12058's shape: a lookup layer whose vocabulary is a local file to read.
+    layer = {"module": "keras.layers", "class_name": "StringLookup", "config": {}}
+    layer["config"]["vocabulary"] = "/etc/passwd"
+    config["config"]["layers"].insert(1, layer)
+
+
+def _function(config: dict) -> None:
+    config["compile_config"]["metrics"][1]["config"] = "os>system"
+
+
+def _module(config: dict) -> None:
+    config["compile_config"]["optimizer"]["module"] = "subprocess"
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (_lookup_layer, "names 'keras.layers.StringLookup'"),
+        (_function, "names 'builtins.function'"),
+        (_module, "names 'subprocess.Adam'"),
+        (lambda c: {"../../outside.txt": b"x"}, "holds '../../outside.txt'"),
+    ],
+)
+def test_a_keras_archive_we_do_not_write_is_refused_before_keras_reads_it(
+    tmp_path: Path, corpus_file: Path, tiny_model: Path, edit, fragment: str
+) -> None:
+    # Keras rebuilds whatever config.json names, and its safe_mode has been bypassed
+    # repeatedly: model.keras from another machine is checked against what we write.
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model, model_dir)
+    _rewrite_archive(model_dir / "model.keras", edit)
+    exported = _cli("export", "--model-dir", str(model_dir), "--out", str(tmp_path / "o"))
+    line = _one_error(exported, "not a model textgen-train writes")
+    assert fragment in line and not (tmp_path / "o").exists()
+    out = tmp_path / "run"
+    checkpoint = _interrupted_run(out, corpus_file, tiny_model)
+    _rewrite_archive(checkpoint / "model.keras", edit)
+    resumed = _cli("train", "--out", str(out), "--resume", "--quiet")
+    assert fragment in _one_error(resumed, "not a model textgen-train writes")
 
 
 def test_one_character_corpus_is_refused(tmp_path: Path) -> None:

@@ -78,6 +78,89 @@ def compile_model(
     )
 
 
+# What a model.keras the trainer writes holds: its members, and every object its
+# config.json names, as (module, class_name). Keras rebuilds whatever a config names, and
+# its safe_mode has been bypassed again and again (CVE-2025-1550, -8747, -9906: arbitrary
+# code; CVE-2025-12058: a lookup layer reading any local file): a model directory from
+# elsewhere is checked against this list before Keras sees it.
+KERAS_MEMBERS = frozenset({"metadata.json", "config.json", "model.weights.h5"})
+KERAS_OBJECTS = frozenset(
+    {
+        ("keras.src.models.functional", "Functional"),
+        ("keras.src.ops.nn", "OneHot"),
+        ("keras", "DTypePolicy"),
+        ("keras.optimizers", "Adam"),
+        ("builtins", "function"),  # a registered function: only bpc (KERAS_FUNCTIONS)
+        (None, "__keras_tensor__"),
+        *(
+            ("keras.layers", name)
+            for name in ("InputLayer", "SimpleRNN", "LSTM", "GRU", "Dense", "Dropout")
+        ),
+        *(("keras.initializers", name) for name in ("GlorotUniform", "Orthogonal", "Zeros")),
+    }
+)
+KERAS_FUNCTIONS = frozenset({"rnn_textgen>bpc"})
+MAX_KERAS_CONFIG = 1 << 20
+
+
+class NotOurKerasModel(ValueError):
+    """A model.keras that is not one the trainer writes (the message says what differs)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"not a model textgen-train writes ({problem})")
+
+
+def check_keras_archive(path: str | Path) -> None:
+    """NotOurKerasModel unless `path` holds only what the trainer writes (KERAS_MEMBERS,
+    KERAS_OBJECTS), read without running anything from it."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if len(names) != len(set(names)) or not set(names) <= KERAS_MEMBERS:
+                extra = sorted(set(names) - KERAS_MEMBERS) or ["a member twice"]
+                raise NotOurKerasModel(f"it holds {_short(extra[0])}")
+            info = archive.getinfo("config.json")
+            if info.file_size > MAX_KERAS_CONFIG:
+                raise NotOurKerasModel(f"its config.json is {info.file_size:,} bytes")
+            config = json.loads(archive.read(info))
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, RecursionError) as exc:
+        if isinstance(exc, NotOurKerasModel):
+            raise
+        raise NotOurKerasModel(f"it is not a Keras archive ({exc})") from None
+    for obj in _named_objects(config):
+        key = (obj.get("module"), obj.get("class_name"))
+        if key not in KERAS_OBJECTS or (
+            key == ("builtins", "function") and obj.get("config") not in KERAS_FUNCTIONS
+        ):
+            name = f"{key[0]}.{key[1]}" if key[0] else str(key[1])
+            raise NotOurKerasModel(f"its config.json names {_short(name)}")
+
+
+def _named_objects(doc: object) -> list[dict]:
+    """Every object of a parsed config.json that names a class to rebuild."""
+    found, stack = [], [doc]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            if "class_name" in x or "module" in x:
+                found.append(x)
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return found
+
+
+def _short(x: object) -> str:
+    text = repr(x)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def load_keras(path: str | Path, *, compile: bool = True) -> keras.Model:
-    """Load a model.keras written by the trainer (its `bpc` metric is registered here)."""
-    return keras.models.load_model(path, compile=compile)
+    """Load a model.keras written by the trainer (its `bpc` metric is registered here),
+    after check_keras_archive: NotOurKerasModel for any other archive, before Keras reads
+    it."""
+    check_keras_archive(path)
+    return keras.models.load_model(path, compile=compile, safe_mode=True)
