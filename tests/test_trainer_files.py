@@ -15,6 +15,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -190,6 +191,47 @@ def test_a_keras_archive_we_do_not_write_is_refused_before_keras_reads_it(
     _rewrite_archive(checkpoint / "model.keras", edit)
     resumed = _cli("train", "--out", str(out), "--resume", "--quiet")
     assert fragment in _one_error(resumed, "not a model textgen-train writes")
+
+
+def _weights_reading(original: bytes, secret: Path, how: str) -> bytes:
+    """`original` (a model.weights.h5) with its first weight's bytes kept in `secret`
+    (external storage), or that weight a link into it."""
+    import io
+
+    import h5py
+
+    buf = io.BytesIO(original)
+    with h5py.File(buf, "r+") as weights:
+        names: list[str] = []
+        weights.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        first = weights[names[0]]
+        shape, dtype = first.shape, first.dtype
+        del weights[names[0]]
+        if how == "external":
+            size = int(np.prod(shape)) * dtype.itemsize
+            secret.write_bytes(b"SECRET" * (size // 6 + 1))
+            where = [(str(secret), 0, size)]
+            weights.create_dataset(names[0], shape=shape, dtype=dtype, external=where)
+        else:
+            weights[names[0]] = h5py.ExternalLink(str(secret), "/w")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("how", ["external", "link"])
+def test_weights_that_read_another_file_are_refused(
+    tmp_path: Path, tiny_model: Path, how: str
+) -> None:
+    # An HDF5 dataset can keep its bytes in any local file: Keras would load them as a
+    # weight and the export would publish them in model.onnx.
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model, model_dir)
+    with zipfile.ZipFile(model_dir / "model.keras") as archive:
+        weights = _weights_reading(archive.read("model.weights.h5"), tmp_path / "id_rsa", how)
+    _rewrite_archive(model_dir / "model.keras", lambda config: {"model.weights.h5": weights})
+    exported = _cli("export", "--model-dir", str(model_dir), "--out", str(tmp_path / "o"))
+    line = _one_error(exported, "not a model textgen-train writes")
+    assert ("is read from another file" if how == "external" else "elsewhere") in line
+    assert not (tmp_path / "o").exists()
 
 
 def test_one_character_corpus_is_refused(tmp_path: Path) -> None:

@@ -126,6 +126,7 @@ def check_keras_archive(path: str | Path) -> None:
             if info.file_size > MAX_KERAS_CONFIG:
                 raise NotOurKerasModel(f"its config.json is {info.file_size:,} bytes")
             config = json.loads(archive.read(info))
+            _check_weights(archive.read("model.weights.h5"))
     except (zipfile.BadZipFile, KeyError, OSError, ValueError, RecursionError) as exc:
         if isinstance(exc, NotOurKerasModel):
             raise
@@ -137,6 +138,31 @@ def check_keras_archive(path: str | Path) -> None:
         ):
             name = f"{key[0]}.{key[1]}" if key[0] else str(key[1])
             raise NotOurKerasModel(f"its config.json names {_short(name)}")
+
+
+def _check_weights(data: bytes) -> None:
+    """NotOurKerasModel if the weights file reaches outside itself: an HDF5 dataset can keep
+    its bytes in any local file (external storage) or map other files (a virtual dataset),
+    and a link can point into another file; loaded as weights, such bytes would be
+    published in model.onnx. (Keras 3.15 refuses external datasets itself, in a many-line
+    error; this holds whatever Keras is installed, and says what is wrong in one line.)"""
+    import io
+
+    import h5py
+
+    # A visitor's return value other than None ends the visit and is returned (an exception
+    # raised inside one comes out of h5py mangled).
+    def links(name: str, link: object) -> str | None:
+        return None if isinstance(link, h5py.HardLink) else f"its weights link {name!r} elsewhere"
+
+    def datasets(name: str, obj: object) -> str | None:
+        outside = isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual)
+        return f"its weight {name!r} is read from another file" if outside else None
+
+    with h5py.File(io.BytesIO(data), "r") as weights:
+        problem = weights.visititems_links(links) or weights.visititems(datasets)
+    if problem:
+        raise NotOurKerasModel(problem)
 
 
 def _named_objects(doc: object) -> list[dict]:
