@@ -23,6 +23,7 @@ import numpy as np
 from .binding import BoundRun
 from .decoding import GenerationOptions, Sampler, StopMatcher
 from .errors import ContextError, GenerationSettingsError, PromptError
+from .loading import model_failures
 
 if TYPE_CHECKING:
     from .generator import Generator
@@ -106,7 +107,9 @@ class Context:
         if len(ids) > 1:
             feed = np.array([ids[:-1]], dtype=self.gen._in_dtype)
             current = self._buf[self._cur]
-            for buf, value in zip(current, self.gen._feed(feed, current), strict=True):
+            with model_failures():
+                states = self.gen._feed(feed, current)
+            for buf, value in zip(current, states, strict=True):
                 np.copyto(buf, value)
 
     def _step(self) -> np.ndarray:
@@ -119,10 +122,8 @@ class Context:
             self._bound = self.gen._alternating_runs(
                 self._char, {spec.output.name: self._out}, self._buf[0], self._buf[1]
             )
-        from .generator import _model_failures
-
         self._char[0, 0] = self._pending
-        with _model_failures():
+        with model_failures():
             self._bound[self._cur].run()
         self._stepped = True
         return self._out

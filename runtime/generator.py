@@ -9,7 +9,6 @@ import unicodedata
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import cycle
@@ -25,12 +24,14 @@ from .decoding import GenerationOptions, GenerationResult, ProbeSampler, Sampler
 from .errors import ArtifactError, GenerationSettingsError, PromptError
 from .loading import (
     MAX_MODEL_BYTES,
+    ORT_FAILURES,
     StepSessions,
     check_session,
     default_warmup_threads,
     first_line,
     make_session,
     make_step_sessions,
+    model_failures,
     read_model,
     session_options,
 )
@@ -193,7 +194,7 @@ class Generator:
                     make_step_sessions, spec, model, precision, model_path, threads=threads
                 )
             gen._probe()
-        except (RuntimeError, ValueError, UnicodeDecodeError) as exc:
+        except (*ORT_FAILURES, ValueError, UnicodeDecodeError) as exc:
             # Found by fuzzing: graphs that load but cannot run (mutated weight shapes, an
             # output of the wrong rank), or names that are not UTF-8.
             raise ArtifactError(
@@ -325,7 +326,7 @@ class Generator:
     def _window_probs(self, windows: np.ndarray) -> np.ndarray:
         """Next-character probabilities [n, vocab] of a window model's windows [n, L]."""
         feed = {self.spec.input.name: windows.astype(self._in_dtype)}
-        with _model_failures():
+        with model_failures():
             return self.session.run([self.spec.output.name], feed)[0]
 
     def stream(
@@ -354,7 +355,7 @@ class Generator:
     ) -> Iterator[str]:
         """The decode loop (`tests/test_generator.py::notebook_loop` is the same loop
         written plainly). `ended`, if given, receives the stop string that ended it."""
-        with _model_failures():
+        with model_failures():
             sampler = None if options.greedy else Sampler(options)
             advance, chosen = self._decoder([ids], sampler, length)
         column = chosen[:, 0]  # the characters of one Run: one, or the greedy graph's
@@ -363,7 +364,7 @@ class Generator:
         vocab = len(chars)
         if ended is None:
             ended = []
-        with _model_failures():  # one try around the loop: nothing added per character
+        with model_failures():  # one try around the loop: nothing added per character
             # Two loops with the same body, on purpose: with one character per Run, reading
             # a scalar instead of a Run's list is 2% of the default model's step.
             if len(column) == 1:
@@ -441,7 +442,7 @@ class Generator:
         start = time.perf_counter()
         # Indices fit 16 bits (at most MAX_CHARS characters): a quarter of int64's memory.
         out = np.empty((length, len(prompts)), dtype=np.uint16)
-        with _model_failures():
+        with model_failures():
             sampler = None if options.greedy else Sampler(options)
             advance, chosen = self._decoder(encoded, sampler, length)
             vocab = self.spec.vocab_size
@@ -685,16 +686,6 @@ def _out_of_range(index: int, vocab: int) -> ArtifactError:
         f"the model chose character {index}, outside its vocabulary of {vocab}; "
         "the graph does not match vocab.json: re-export the model"
     )
-
-
-@contextmanager
-def _model_failures() -> Iterator[None]:
-    """Turn a failure inside onnxruntime into the runtime's ArtifactError: a hostile graph
-    can pass every load check and fail only on some inputs (found by fuzzing)."""
-    try:
-        yield
-    except RuntimeError as exc:
-        raise ArtifactError(f"the model failed while generating: {first_line(exc)}") from None
 
 
 def _options(options: GenerationOptions | None) -> GenerationOptions:

@@ -162,8 +162,10 @@ def _one_hot(node: Node, ins: list[Value | None]) -> list[Value | None]:
 
 
 def _axes(node: Node, axes: Value | None) -> list[int]:
-    if axes is None or axes.const is None:
-        raise _fail(f"{node.op_type} {node.name!r} needs constant axes")
+    # A 1-D int64 constant, as ONNX and our exporters have it (a [1, 1] one passed the
+    # values check and failed only when onnxruntime ran the node).
+    if axes is None or axes.const is None or axes.dtype != INT64 or len(axes.shape) != 1:
+        raise _fail(f"{node.op_type} {node.name!r} needs constant 1-D int64 axes")
     return list(axes.const)
 
 

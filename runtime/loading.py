@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from .artifact import ModelSpec, default_model_dir, read_capped
 from .errors import ArtifactError, ModelNotFoundError
@@ -24,6 +27,30 @@ from .onnx_proto import Model
 # Far above any character model (an LSTM 1024 x 3 is about 100 MB); a cap on what a hostile
 # or mistaken file can make the runtime read and hash.
 MAX_MODEL_BYTES = 512 * 1024 * 1024
+# What onnxruntime raises when a graph fails while running: RuntimeError from IO-bound
+# Runs, and from `session.run` its own pybind classes, which are not RuntimeErrors (a fuzzed
+# file whose Unsqueeze axes were [1, 1] escaped the load-time probe as `Fail`).
+ORT_FAILURES: tuple[type[Exception], ...] = (
+    RuntimeError,
+    *(
+        error
+        for name in ("Fail", "InvalidArgument", "RuntimeException", "InvalidGraph", "EPFail")
+        if isinstance(error := getattr(_ort_state, name, None), type)
+        and issubclass(error, Exception)
+    ),
+)
+
+
+@contextmanager
+def model_failures() -> Iterator[None]:
+    """Turn a failure inside onnxruntime into the runtime's ArtifactError: a hostile graph
+    can pass every load check and fail only on some inputs (found by fuzzing)."""
+    try:
+        yield
+    except ORT_FAILURES as exc:
+        raise ArtifactError(f"the model failed while generating: {first_line(exc)}") from None
+
+
 _ORT_DTYPES = {
     "int32": "tensor(int32)",
     "int64": "tensor(int64)",

@@ -179,6 +179,33 @@ def test_next_out_of_range_is_an_artifact_error(model_copy: Path) -> None:
             gen._probe()
 
 
+def test_axes_of_the_wrong_rank_are_refused_and_failures_inside_onnxruntime_are_caught(
+    stateful_models: dict,
+) -> None:
+    """Fuzzing found a file whose Unsqueeze axes were [1, 1] (a repeated `dims`): the
+    values passed, onnxruntime failed only when it ran the node, and `session.run` (a
+    stateful prompt's warm-up) raises onnxruntime's own `Fail`, which is not a
+    RuntimeError, so it escaped as a traceback."""
+    import onnx
+
+    model_dir = stateful_models["gru"]
+    spec = ModelSpec.read(model_dir)
+    proto = onnx.load(model_dir / MODEL_FILE)
+    axes = next(t for t in proto.graph.initializer if t.name == "axis0")
+    axes.CopyFrom(numpy_helper.from_array(np.array([[0]], np.int64), "axis0"))
+    with pytest.raises(GraphRuleError, match="1-D int64 axes"):
+        vet_model(proto.SerializeToString(), spec, "fp32")
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    gen = Generator.from_session(spec, session, model_dir)
+    for run in (
+        lambda: gen.generate("The quick brown fox", 5),
+        lambda: gen.generate_batch(["The quick", "brown fox"], 5),
+        lambda: gen.context("The quick brown fox").top(3),
+    ):
+        with pytest.raises(ArtifactError, match="failed while generating"):
+            run()
+
+
 # --- what a model directory's names are ----------------------------------------------
 
 
