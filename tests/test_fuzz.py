@@ -178,6 +178,13 @@ def test_fuzzed_int8_and_stateful_model_files_never_crash(tmp_path, corpus_file)
     assert result["failures"] == [], result["failures"][:3]
 
 
+def test_fuzzed_wide_vocabulary_model_files_never_crash(wide_models) -> None:
+    # An OneHot front (format version 3) is graph surface the default model lacks.
+    result = fuzz(wide_models["stateful"], cases=200, seed=3, chunk=200)
+    assert result["failures"] == [], result["failures"][:3]
+    assert result["ArtifactError"] > 50
+
+
 def test_model_with_external_data_is_refused(model_copy) -> None:
     import onnx
 
