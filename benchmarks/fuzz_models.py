@@ -1,6 +1,7 @@
 """Fuzz model loading: truncated, bit-flipped, spliced and random model.onnx files.
 
-Usage: python benchmarks/fuzz_models.py [--cases 10000] [--seed 0] [--output FILE]
+Usage: python benchmarks/fuzz_models.py [--cases 10000] [--seed 0] [--model DIR]
+                                        [--precision fp32|int8] [--output FILE]
 
 Every case is a damaged copy of a real exported model whose vocab.json is re-sealed with
 the damaged file's sha256 (an attacker controls both files), so the bytes get past the
@@ -37,11 +38,12 @@ from runtime import Generator
 from runtime.errors import ArtifactError
 from runtime.artifact import MODEL_FILES
 
-src, work, first, count, seed, progress, level, bench = sys.argv[1:9]
+src, work, first, count, seed, progress, level, bench, precision = sys.argv[1:10]
 sys.path.insert(0, bench)
 from proto_mutate import mutate
 src, work = Path(src), Path(work)
-original = (src / "model.onnx").read_bytes()
+target = MODEL_FILES[precision]
+original = (src / target).read_bytes()
 vocab = json.loads((src / "vocab.json").read_text())
 counts = {"ok": 0, "ArtifactError": 0}
 for case in range(int(first), int(first) + int(count)):
@@ -72,11 +74,15 @@ for case in range(int(first), int(first) + int(count)):
     else:
         i = rng.randrange(len(data))
         data[i : i + rng.randint(1, 256)] = bytes(min(256, len(data) - i))
-    (work / "model.onnx").write_bytes(bytes(data))
-    vocab["model_sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+    (work / target).write_bytes(bytes(data))
+    digest = hashlib.sha256(bytes(data)).hexdigest()
+    if precision == "fp32":
+        vocab["model_sha256"] = digest
+    else:
+        vocab["variants"][precision]["sha256"] = digest
     (work / "vocab.json").write_text(json.dumps(vocab))
     try:
-        g = Generator.load(work)
+        g = Generator.load(work, precision=precision)
         g.generate(g.spec.sample_prompt, LENGTH)
         counts["ok"] += 1
     except ArtifactError:
@@ -89,9 +95,15 @@ print(json.dumps(counts))
 
 
 def fuzz(
-    model_dir: Path, cases: int, seed: int = 0, chunk: int = 500, level: str = "both"
+    model_dir: Path,
+    cases: int,
+    seed: int = 0,
+    chunk: int = 500,
+    level: str = "both",
+    precision: str = "fp32",
 ) -> dict[str, object]:
-    """Run `cases` damaged copies of model_dir; counts of outcomes and any failures.
+    """Run `cases` damaged copies of model_dir's graph for `precision` (model.onnx, or a
+    variant such as model.int8.onnx); counts of outcomes and any failures.
 
     `level`: "bytes" (truncations, flips, splices...), "proto" (benchmarks/proto_mutate.py:
     tags, wire types, repeats, nesting, foreign fields, external data, functions) or "both".
@@ -119,6 +131,7 @@ def fuzz(
                         str(progress),
                         level,
                         str(Path(__file__).resolve().parent),
+                        precision,
                     ],
                     capture_output=True,
                     text=True,
@@ -159,24 +172,28 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from report import machine, publish
 
-    from runtime.artifact import default_model_dir
+    from runtime.artifact import MODEL_FILES, default_model_dir
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", type=Path, default=default_model_dir())
+    ap.add_argument("--precision", default="fp32", help="the graph to damage: fp32 or int8")
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
     results, seconds = {}, {}
     for level in ("bytes", "proto"):
         start = time.perf_counter()
-        results[level] = fuzz(args.model, args.cases, args.seed, level=level)
+        results[level] = fuzz(
+            args.model, args.cases, args.seed, level=level, precision=args.precision
+        )
         seconds[level] = time.perf_counter() - start
     b, p = results["bytes"], results["proto"]
     lines = [
         "## Fuzzed model files (`benchmarks/fuzz_models.py`)",
         "",
-        f"Damaged copies of `{args.model.name}/model.onnx`, each with vocab.json re-sealed to "
+        f"Damaged copies of `{args.model.name}/{MODEL_FILES[args.precision]}`, each with "
+        "vocab.json re-sealed to "
         "its sha256 so it reaches the model checks and onnxruntime. Byte level: truncations, "
         "bit flips, splices, insertions, zeroed runs, random bytes. Protobuf level "
         "(`benchmarks/proto_mutate.py`): over-long and high-bit tags, wrong wire types, "

@@ -172,10 +172,12 @@ def test_fuzzed_int8_and_stateful_model_files_never_crash(tmp_path, corpus_file)
             seq_length=6,
             epochs=1,
             seed=1,
+            quantize="int8",
         )
     )
-    result = fuzz(tmp_path / "m", cases=200, seed=2, chunk=200)
-    assert result["failures"] == [], result["failures"][:3]
+    for precision in ("fp32", "int8"):  # model.int8.onnx: DynamicQuantizeLSTM, MatMulInteger
+        result = fuzz(tmp_path / "m", cases=200, seed=2, chunk=200, precision=precision)
+        assert result["failures"] == [], (precision, result["failures"][:3])
 
 
 def test_fuzzed_wide_vocabulary_model_files_never_crash(wide_models) -> None:
