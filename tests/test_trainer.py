@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import json
+import lzma
 import os
 import re
 import threading
@@ -64,6 +67,9 @@ def test_utf8_with_bom_and_non_ascii(tmp_path) -> None:
         (b"", "empty"),
         (b"abc\xff\xfedef", r"not UTF-8 \(bad byte at offset 3\)"),
         ("text\n".encode("utf-16"), r"is UTF-16 .*iconv -f UTF-16 -t UTF-8"),
+        (gzip.compress(b"text " * 50), r"is gzip-compressed, not text; .*<\(zcat .*corpus.txt\)"),
+        (bz2.compress(b"text " * 50), r"is bzip2-compressed, .*<\(bzcat "),
+        (lzma.compress(b"text " * 50), r"is xz-compressed, .*<\(xzcat "),
     ],
 )
 def test_bad_corpus(tmp_path, content, message) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,17 @@ from .errors import CorpusError
 
 # The notebook's one sentence: the corpus when the user names none.
 DEFAULT_TEXT = "This is Zindua School a software training institute"
+
+
+# Compressed corpora, known by their first bytes: (magic, what it is, the command that
+# unpacks it to stdout, for a --corpus <(...) the error suggests).
+ARCHIVES = (
+    (b"\x1f\x8b", "gzip-compressed", "zcat"),
+    (b"BZh", "bzip2-compressed", "bzcat"),
+    (b"\xfd7zXZ\x00", "xz-compressed", "xzcat"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "zstdcat"),
+    (b"PK\x03\x04", "a zip archive", "unzip -p"),
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,12 @@ class Corpus:
                     f"corpus {path} is UTF-16 (it starts with a UTF-16 byte-order mark), not "
                     "UTF-8; convert it, e.g. iconv -f UTF-16 -t UTF-8"
                 ) from None
+            for magic, kind, unpack in ARCHIVES:
+                if data.startswith(magic):
+                    raise CorpusError(
+                        f"corpus {path} is {kind}, not text; pass its text, e.g. "
+                        f"--corpus <({unpack} {shlex.quote(str(path))})"
+                    ) from None
             raise CorpusError(
                 f"corpus {path} is not UTF-8 (bad byte at offset {exc.start}); "
                 "convert it, e.g. iconv -t UTF-8"
