@@ -130,7 +130,7 @@ class Sampler:
         cdf = p.cumsum(axis=-1)
         if rows.ndim == 1:
             # The characters whose cumulative mass is <= u: a binary search of the
-            # non-decreasing cdf, 1 us under a compare and count (a NaN row draws 0 as the
+            # non-decreasing cdf, 0.5 us under a compare and count (a NaN row draws 0 as the
             # count did: its cdf ends in NaN, and nothing compares <= NaN).
             u = self.draw() * cdf[-1]
             out[0] = min(int(cdf.searchsorted(u, "right")), vocab - 1) if u == u else 0
