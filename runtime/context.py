@@ -23,7 +23,7 @@ import numpy as np
 from .binding import BoundRun
 from .decoding import GenerationOptions, Sampler, StopMatcher
 from .errors import ContextError, GenerationSettingsError, PromptError
-from .loading import model_failures
+from .loading import model_failures, rows_per_run
 
 if TYPE_CHECKING:
     from .generator import Generator
@@ -355,8 +355,9 @@ def _score_windows(
     targets = targets[targets >= seq]
     # A view (row i = ids[i : i + seq]); no rows where the text is shorter than a window.
     every = np.lib.stride_tricks.sliding_window_view(ids, min(seq, len(ids)))
-    for start in range(0, len(targets), SCORE_CHUNK):
-        at = targets[start : start + SCORE_CHUNK]
+    chunk = min(SCORE_CHUNK, rows_per_run(gen.position_floats, seq))
+    for start in range(0, len(targets), chunk):
+        at = targets[start : start + chunk]
         windows = every[at - seq]  # the seq characters before each target (a copy)
         probs = gen._window_probs(windows)
         picked = np.maximum(probs[np.arange(len(at)), ids[at]].astype(np.float64), 1e-45)

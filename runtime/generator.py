@@ -32,7 +32,9 @@ from .loading import (
     make_session,
     make_step_sessions,
     model_failures,
+    position_floats,
     read_model,
+    rows_per_run,
     session_options,
 )
 from .step_graph import chosen_builder
@@ -96,6 +98,10 @@ class Generator:
     # A window model's is the window greedy graph (see window_builder); `session` runs
     # everything else.
     greedy_session: ort.InferenceSession | None = field(default=None, repr=False)
+    # Floats a Run of model.onnx holds per batch row and position (loading.position_floats):
+    # batches, warm-ups and scoring are split into Runs of at most RUN_BYTES. 0: estimated
+    # from vocab.json (a session built elsewhere).
+    position_floats: int = field(default=0, repr=False)
     _in_dtype: np.dtype = field(init=False, repr=False)
     _char_table: np.ndarray = field(init=False, repr=False)
     # Greedy streams no call is using (see _greedy_stream); deque's append and pop are atomic.
@@ -109,6 +115,8 @@ class Generator:
     _lock: threading.Lock = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not self.position_floats:
+            self.position_floats = position_floats(self.spec)
         self._in_dtype = np.dtype(self.spec.input.dtype)
         self._char_table = np.array(self.spec.chars, dtype=object)
         self._idle = deque(maxlen=IDLE_STREAMS)
@@ -188,6 +196,7 @@ class Generator:
                 warmup_session=warm,
                 step_session=steps.step if steps else None,
                 greedy_session=steps.greedy if steps else None,
+                position_floats=position_floats(spec, model),
             )
             if decomposed and not spec.stateful:  # built on first need: see _window_session
                 gen._window_graph = partial(
@@ -492,8 +501,8 @@ class Generator:
         if batch == 1 and pick is None and self._window_session(length) is not None:
             return self._window_decoder(prompts[0])
         window = np.stack([p[-self.spec.seq_length :] for p in prompts]).astype(self._in_dtype)
-        bound = BoundRun(self.session, {self.spec.input.name: window}, target)
         if batch == 1 and pick is None:  # one greedy stream: 1-D slicing is cheaper than 2-D
+            bound = BoundRun(self.session, {self.spec.input.name: window}, target)
             row = window[0]
 
             def advance() -> None:
@@ -502,9 +511,20 @@ class Generator:
                 row[-1] = nxt.item()
 
         else:
+            # Runs over consecutive rows (views of the same buffers), within RUN_BYTES.
+            rows = rows_per_run(self.position_floats, self.spec.seq_length)
+            runs = [
+                BoundRun(
+                    self.session,
+                    {self.spec.input.name: window[a : a + rows]},
+                    {name: arr[a : a + rows] for name, arr in target.items()},
+                ).run
+                for a in range(0, batch, rows)
+            ]
 
             def advance() -> None:
-                bound.run()
+                for run in runs:
+                    run()
                 if pick is not None:
                     pick()
                 window[:, :-1] = window[:, 1:]  # shift in place: no allocation per step
@@ -646,14 +666,18 @@ class Generator:
         groups: dict[int, list[int]] = {}
         for i, p in enumerate(prompts):
             groups.setdefault(len(p), []).append(i)
-        for n, rows in groups.items():
+        for n, group in groups.items():
             if n < 2:
                 continue
-            ids = np.stack([prompts[i][:-1] for i in rows]).astype(self._in_dtype)
-            current = [np.zeros((len(rows), s.shape[1]), np.float32) for s in spec.states]
-            current = self._feed(ids, current)
-            for buf, value in zip(states, current, strict=True):
-                buf[rows] = value
+            # As many prompts per Run as fit RUN_BYTES over one slice's positions.
+            step = rows_per_run(self.position_floats, min(n - 1, WARM_UP_SLICE))
+            for a in range(0, len(group), step):
+                rows = group[a : a + step]
+                ids = np.stack([prompts[i][:-1] for i in rows]).astype(self._in_dtype)
+                current = [np.zeros((len(rows), s.shape[1]), np.float32) for s in spec.states]
+                current = self._feed(ids, current)
+                for buf, value in zip(states, current, strict=True):
+                    buf[rows] = value
 
     def _feed(self, ids: np.ndarray, states: list[np.ndarray]) -> list[np.ndarray]:
         """A stateful model's states after reading `ids` [rows, n] from `states`, in slices

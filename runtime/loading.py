@@ -27,6 +27,37 @@ from .onnx_proto import Model
 # Far above any character model (an LSTM 1024 x 3 is about 100 MB); a cap on what a hostile
 # or mistaken file can make the runtime read and hash.
 MAX_MODEL_BYTES = 512 * 1024 * 1024
+# The most activation memory one Run of model.onnx may take: onnxruntime materializes every
+# position of every row at once (the one-hot input, each layer's input projection and
+# output), so a batch is split into Runs of as many rows as fit (a window LSTM 256 at
+# window 100 took 930 MB for 2,048 windows in one Run; 65,536 would need about 30 GB).
+RUN_BYTES = 64 << 20
+
+
+def position_floats(spec: ModelSpec, model: Model | None = None) -> int:
+    """Floats a Run of model.onnx holds per batch row and position: the one-hot input and,
+    for each recurrent layer, its input projection (gates x units) and its output. From the
+    vetted graph's layers, or without one (a session built elsewhere) from vocab.json's
+    architecture facts, counting every layer as an LSTM."""
+    from .graph_rules import GATES
+    from .step_graph import cells
+
+    if model is not None:
+        layers = cells(model)
+    else:
+        arch = spec.architecture
+        units, count = arch.get("units"), arch.get("layers", 1)
+        layers = [("LSTM", units if isinstance(units, int) else 256)] * (
+            count if isinstance(count, int) else 1
+        )
+    return spec.vocab_size + sum((GATES.get(op, 4) + 1) * units for op, units in layers)
+
+
+def rows_per_run(floats: int, positions: int) -> int:
+    """Batch rows one Run over `positions` may carry within RUN_BYTES."""
+    return max(1, RUN_BYTES // (4 * max(1, positions) * max(1, floats)))
+
+
 # What onnxruntime raises when a graph fails while running: RuntimeError from IO-bound
 # Runs, and from `session.run` its own pybind classes, which are not RuntimeErrors (a fuzzed
 # file whose Unsqueeze axes were [1, 1] escaped the load-time probe as `Fail`).

@@ -121,13 +121,13 @@ def window_builder(model: Model, spec: ModelSpec) -> str:
     (vetted) graph (vocab.json records a choice for stateful models only): the window
     greedy graph ("decomposed") for the models WINDOW_CELLS, WINDOW_MAX_POSITIONS and
     WINDOW_MAX_UNITS describe, else model.onnx ("native")."""
-    cells = _cells(model)
-    positions = spec.seq_length * len(cells)
-    fits = all(op in WINDOW_CELLS and units <= WINDOW_MAX_UNITS for op, units in cells)
-    return DECOMPOSED if cells and fits and positions <= WINDOW_MAX_POSITIONS else NATIVE
+    layers = cells(model)
+    positions = spec.seq_length * len(layers)
+    fits = all(op in WINDOW_CELLS and units <= WINDOW_MAX_UNITS for op, units in layers)
+    return DECOMPOSED if layers and fits and positions <= WINDOW_MAX_POSITIONS else NATIVE
 
 
-def _cells(model: Model) -> list[tuple[str, int]]:
+def cells(model: Model) -> list[tuple[str, int]]:
     """(operator, units) of each recurrent layer of a vetted graph."""
     cells = []
     for node in model.graph.nodes if model.graph is not None else []:

@@ -11,6 +11,7 @@ from helpers import edit_vocab, reseal
 from runtime import (
     MAX_LENGTH,
     ArtifactError,
+    GenerationOptions,
     GenerationSettingsError,
     Generator,
     ModelNotFoundError,
@@ -189,6 +190,61 @@ def test_batch_of_one_and_long_batches(gen: Generator) -> None:
     many = ["This is Z", "software "] * 100
     out = gen.generate_batch(many, 8)
     assert len(out) == 200 and out[0] == gen.generate("This is Z", 8)
+
+
+def test_runs_split_by_memory_give_the_same_text(
+    gen: Generator, stateful_models: dict, monkeypatch
+) -> None:
+    # A batch, a stateful warm-up and a score split into Runs of a few rows each (a 4 KB
+    # budget) give exactly what one Run over every row gives.
+    import runtime.loading as loading
+
+    window_prompts = ["This is Z", "Thi", "software ", "ZZZZZZ", "a school"] * 7
+    stateful = Generator.load(stateful_models["lstm"], graph_builder="native")
+    stateful_prompts = ["The quick brown fox", "The lazy", "A lazy dog", "The quick brown"] * 5
+    sampled = GenerationOptions(temperature=0.9, seed=2)
+    text = "The quick brown fox jumps over the lazy dog. " * 20
+
+    def everything() -> list:
+        return [
+            gen.generate_batch(window_prompts, 12),
+            gen.generate_batch(window_prompts, 12, sampled),
+            stateful.generate_batch(stateful_prompts, 12),
+            stateful.score(text).bits_per_char,
+            gen.score("This is Zindua School a software training institute" * 9).bits_per_char,
+        ]
+
+    whole = everything()
+    monkeypatch.setattr(loading, "RUN_BYTES", 4096)
+    assert loading.rows_per_run(gen.position_floats, gen.spec.seq_length) < len(window_prompts)
+    assert loading.rows_per_run(stateful.position_floats, 18) < 5
+    split = everything()
+    assert split[:3] == whole[:3]
+    # Scores add per-Run sums: a different grouping rounds in the last bits.
+    assert split[3:] == pytest.approx(whole[3:], rel=1e-12)
+
+
+def test_a_big_batch_of_long_windows_runs_in_bounded_memory(tmp_path, corpus_file) -> None:
+    # onnxruntime materializes every position of every row in a Run: a window LSTM 256 at
+    # window 100 took 930 MB for 2,048 windows in one Run (65,536, the most a batch may
+    # hold, would need about 30 GB). Split into Runs of RUN_BYTES, it stays near its size.
+    import subprocess
+    import sys
+
+    from trainer.train import TrainConfig, train
+
+    out = tmp_path / "wide_window"
+    train(TrainConfig(out_dir=out, corpus=corpus_file, cell="lstm", units=256, seq_length=100,
+                      epochs=1, val_fraction=0.0, seed=1))  # fmt: skip
+    code = (
+        "import resource, sys; from runtime import Generator\n"
+        "g = Generator.load(sys.argv[1]); p = g.spec.sample_prompt\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "g.generate_batch([p] * 2048, 2)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)"
+    )
+    grown_kb = int(subprocess.check_output([sys.executable, "-c", code, str(out)], text=True))
+    assert grown_kb < 200_000, f"the batch grew the process by {grown_kb / 1000:.0f} MB"
 
 
 @pytest.mark.parametrize("prompts", [[], "This is Z"])
