@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import unicodedata
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -730,6 +729,8 @@ def _check_length(length: int) -> None:
 def _shown_char(c: str) -> str:
     """A character for an error line: repr(), or for a combining mark, which would sit on
     the quote before it, its code point and name."""
+    import unicodedata  # error paths only: not part of a cold start
+
     if unicodedata.category(c).startswith("M"):  # repr() escapes the other invisible ones
         return f"U+{ord(c):04X} ({unicodedata.name(c, 'a combining mark')})"
     return repr(c)
@@ -738,6 +739,8 @@ def _shown_char(c: str) -> str:
 def _normal_form_hint(text: str, index: dict[str, int]) -> str:
     """Where the text reads in the model's vocabulary once its accents are composed (NFC)
     or decomposed (NFD), as pasted text and macOS file names often differ, say which."""
+    import unicodedata
+
     if len(text) > MAX_HINT_TEXT:
         return ""
     for form in ("NFC", "NFD"):
