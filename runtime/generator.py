@@ -545,6 +545,27 @@ class Generator:
         there = [np.zeros_like(a) for a in here]
         self._warm_up(prompts, here)
         char = np.array([[p[-1]] for p in prompts], dtype=self._in_dtype)
+        rows = rows_per_run(self.position_floats, 1)
+        if batch > rows:  # Runs over consecutive rows (views), within RUN_BYTES each
+            chunks = [
+                self._alternating_runs(
+                    char[a : a + rows],
+                    {name: arr[a : a + rows] for name, arr in target.items()},
+                    [h[a : a + rows] for h in here],
+                    [h[a : a + rows] for h in there],
+                )
+                for a in range(0, batch, rows)
+            ]
+            phase = cycle([[c[0] for c in chunks], [c[1] for c in chunks]]).__next__
+
+            def advance() -> None:
+                for bound in phase():
+                    bound.run()
+                if pick is not None:
+                    pick()
+                char[:, 0] = nxt
+
+            return advance, nxt[None]
         runs = self._alternating_runs(char, target, here, there)
         # Alternates the two bindings. The cycle holds the BoundRun objects themselves, not
         # just their run methods: they own the state buffers onnxruntime writes into.

@@ -195,8 +195,8 @@ def test_batch_of_one_and_long_batches(gen: Generator) -> None:
 def test_runs_split_by_memory_give_the_same_text(
     gen: Generator, stateful_models: dict, monkeypatch
 ) -> None:
-    # A batch, a stateful warm-up and a score split into Runs of a few rows each (a 4 KB
-    # budget) give exactly what one Run over every row gives.
+    # A window batch, a stateful warm-up, a stateful batch's steps and a score split into
+    # Runs of a few rows each (a 4 KB budget) give exactly what one Run over every row gives.
     import runtime.loading as loading
 
     window_prompts = ["This is Z", "Thi", "software ", "ZZZZZZ", "a school"] * 7
@@ -210,6 +210,7 @@ def test_runs_split_by_memory_give_the_same_text(
             gen.generate_batch(window_prompts, 12),
             gen.generate_batch(window_prompts, 12, sampled),
             stateful.generate_batch(stateful_prompts, 12),
+            stateful.generate_batch(stateful_prompts, 12, sampled),
             stateful.score(text).bits_per_char,
             gen.score("This is Zindua School a software training institute" * 9).bits_per_char,
         ]
@@ -218,10 +219,11 @@ def test_runs_split_by_memory_give_the_same_text(
     monkeypatch.setattr(loading, "RUN_BYTES", 4096)
     assert loading.rows_per_run(gen.position_floats, gen.spec.seq_length) < len(window_prompts)
     assert loading.rows_per_run(stateful.position_floats, 18) < 5
+    assert loading.rows_per_run(stateful.position_floats, 1) < len(stateful_prompts)
     split = everything()
-    assert split[:3] == whole[:3]
+    assert split[:4] == whole[:4]
     # Scores add per-Run sums: a different grouping rounds in the last bits.
-    assert split[3:] == pytest.approx(whole[3:], rel=1e-12)
+    assert split[4:] == pytest.approx(whole[4:], rel=1e-12)
 
 
 def test_a_big_batch_of_long_windows_runs_in_bounded_memory(tmp_path, corpus_file) -> None:
