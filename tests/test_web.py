@@ -151,6 +151,31 @@ def test_tampered_model_is_refused_in_the_page(tools, server, tmp_path) -> None:
     edit_vocab(root / "tampered" / "model", lambda d: d.__setitem__("version", 99))
     state, text = _run(url, tmp_path, prompt="This is Z", length=10)
     assert state == "error" and "format version 99" in text
+    # As the Python runtime: one value per key (JSON.parse would keep the last), UTF-8 only.
+    vocab = root / "tampered" / "model" / "vocab.json"
+    edit_vocab(root / "tampered" / "model", lambda d: d.__setitem__("version", 1))
+    good = vocab.read_text()
+    vocab.write_text(
+        good.replace('"graph": {', '"graph": {"x": 1, "y": {"x": [1, "x"]}, "x": 2, ', 1)
+    )
+    state, text = _run(url, tmp_path, prompt="This is Z", length=10)
+    assert state == "error" and 'key "x" appears twice in one object' in text, text
+    vocab.write_text(good, encoding="utf-16")
+    state, text = _run(url, tmp_path, prompt="This is Z", length=10)
+    assert state == "error" and "not valid JSON" in text, text
+
+
+def test_the_page_names_a_combining_mark_and_the_normal_form_that_reads(
+    tools, server, tmp_path
+) -> None:
+    root, _ = server
+    url = _site(server, "accents", None)
+    edit_vocab(root / "accents" / "model", lambda d: d["chars"].__setitem__(3, "é"))  # for Z
+    state, text = _run(url, tmp_path, prompt="The\u0301 is", length=5)
+    assert state == "error", text
+    assert "U+0301" in text and "its Unicode NFC form has none: normalize it to NFC" in text
+    state, text = _run(url, tmp_path, prompt="Thé is", length=5)
+    assert state == "done" and text.startswith("Thé is"), text
 
 
 def test_web_command_refuses_to_overwrite_and_checks_the_dist(tmp_path) -> None:

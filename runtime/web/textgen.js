@@ -92,6 +92,38 @@ export function validateSpec(doc) {
   return doc;
 }
 
+/** A key some object of `text` (valid JSON) holds twice, or null. JSON.parse keeps the
+ * last value, other readers the first: the Python runtime refuses such a file, and so
+ * does this page. */
+function repeatedKey(text) {
+  const stack = []; // per open object {keys, expectKey}; null for an array
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      const top = stack[stack.length - 1];
+      if (top && top.expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1));
+        if (top.keys.has(key)) return key;
+        top.keys.add(key);
+        top.expectKey = false;
+      }
+      i = j;
+    } else if (c === "{") {
+      stack.push({ keys: new Set(), expectKey: true });
+    } else if (c === "[") {
+      stack.push(null);
+    } else if (c === "}" || c === "]") {
+      stack.pop();
+    } else if (c === ",") {
+      const top = stack[stack.length - 1];
+      if (top) top.expectKey = true;
+    }
+  }
+  return null;
+}
+
 async function sha256Hex(bytes) {
   const digest = await crypto.subtle.digest("SHA-256", bytes);
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
@@ -155,8 +187,20 @@ export class Model {
     if (!vocabResponse.ok) throw new TextgenError(`vocab.json not found at ${base}`);
     let doc;
     try {
-      doc = JSON.parse(await vocabResponse.text());
+      // Strict UTF-8 with a byte-order mark kept (so refused), as the Python runtime reads it.
+      const text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(
+        await vocabResponse.arrayBuffer(),
+      );
+      doc = JSON.parse(text);
+      const twice = repeatedKey(text);
+      if (twice !== null) {
+        throw new TextgenError(
+          `vocab.json is malformed: key ${JSON.stringify(twice)} appears twice in one ` +
+            "object; re-export the model",
+        );
+      }
     } catch (e) {
+      if (e instanceof TextgenError) throw e;
       throw new TextgenError(`vocab.json is not valid JSON (${e.message}); re-export the model`);
     }
     const spec = validateSpec(doc);
@@ -180,11 +224,20 @@ export class Model {
     const chars = [...text];
     const unknown = [...new Set(chars.filter((c) => !this.index.has(c)))];
     if (unknown.length) {
+      // A combining mark would sit on the quote before it: shown by code point. Where the
+      // text's other Unicode normal form reads, say so (as the Python runtime does).
+      const shown = (c) =>
+        /\p{M}/u.test(c)
+          ? `U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}`
+          : JSON.stringify(c);
+      const reads = (f) => [...text.normalize(f)].every((c) => this.index.has(c));
+      const form = ["NFC", "NFD"].find(reads);
+      const hint = form ? `; its Unicode ${form} form has none: normalize it to ${form}` : "";
       throw new TextgenError(
         `the prompt has characters outside the model's vocabulary: ${unknown
           .slice(0, 20)
-          .map((c) => JSON.stringify(c))
-          .join(", ")}`,
+          .map(shown)
+          .join(", ")}${hint}`,
       );
     }
     const need = this.spec.mode === "stateful" ? 1 : this.spec.seq_length;
