@@ -168,6 +168,9 @@ def test_bench_prints_every_figure() -> None:
     assert result.exit_code == 0, result.output
     for label in ("p50", "p99", "characters/s", "batch of 8", "cold start", "peak RSS"):
         assert label in result.output
+    # The default model's long greedy texts run on the window graph: 8 characters a Run,
+    # which is why most gaps between characters are near zero.
+    assert "(characters come 8 per Run)" in result.output
     rss = float(result.output.split("peak RSS:")[1].split("MB")[0])
     assert 10 < rss < 2000  # a real measurement of a real process, in MB
 
