@@ -562,7 +562,7 @@ def model_card(gen: Generator) -> str:
         ),
         f"cell:        {arch.get('cell', '?')} x {arch.get('layers', 1)} layer(s), "
         f"{arch.get('units', '?')} units, activation {arch.get('activation', '?')}",
-        f"vocabulary:  {s.vocab_size} characters: {printable(repr(''.join(s.chars)))}",
+        f"vocabulary:  {s.vocab_size:,} characters: {printable(repr(''.join(s.chars)))}",
         printable(
             f"graph:       {s.input.name} {s.input.dtype}{list(s.input.shape)} -> "
             f"{s.output.name} {s.output.dtype}{list(s.output.shape)}, "
