@@ -113,6 +113,8 @@ def _fifo(path: Path) -> None:
         (lambda c: (c / "model.keras").write_bytes(b"garbage" * 100), "model.keras cannot"),
         (lambda c: _fifo(c / "progress.json"), "progress.json is not a regular file"),
         (lambda c: _fifo(c / "model.keras"), "model.keras is not a regular file"),
+        (lambda c: (c / "progress.json").write_text("[" * 200_000), "nests too deeply"),
+        (lambda c: os.truncate(c / "progress.json", (64 << 20) + 1), "is over 67,108,864"),
     ],
 )
 def test_damaged_checkpoint_is_one_error(

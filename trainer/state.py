@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = ".train-state"
 _CHECKPOINT = re.compile(r"^epoch-(\d{4,})$")
+# progress.json holds the settings and every epoch's metrics: 100,000 epochs are a few MB.
+MAX_PROGRESS_BYTES = 64 << 20
 
 
 def state_dir(out_dir: Path) -> Path:
@@ -49,9 +51,13 @@ def read_progress(checkpoint: Path) -> dict[str, Any]:
     the way out if it is damaged (truncated, missing, not this program's)."""
     path = _checkpoint_file(checkpoint, "progress.json")
     try:
+        if path.stat().st_size > MAX_PROGRESS_BYTES:
+            raise damaged(checkpoint, f"progress.json is over {MAX_PROGRESS_BYTES:,} bytes")
         doc = json.loads(path.read_text())
     except FileNotFoundError:
         raise damaged(checkpoint, "progress.json is missing") from None
+    except RecursionError:  # brackets nested deeper than Python recurses
+        raise damaged(checkpoint, "progress.json nests too deeply") from None
     except (OSError, ValueError) as exc:
         raise damaged(checkpoint, f"progress.json cannot be read: {exc}") from None
     ok = (
