@@ -8,6 +8,7 @@ directory was created in the parent, on another filesystem.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -69,6 +70,32 @@ def test_a_link_that_leads_nowhere_is_refused(tmp_path: Path, tiny_model: Path, 
         reexport(tiny_model, out)
         assert Generator.load(out).spec.model_sha256
         assert (gone / ("kjv" if kind == "missing parent" else "") / MODEL_FILE).is_file()
+
+
+@pytest.mark.parametrize("record", [{"new": [], "remove": ["../victim"]}, {"new": ["../x"]}])
+def test_a_crafted_commit_record_touches_nothing_outside_out(
+    tmp_path: Path, tiny_model: Path, record: dict
+) -> None:
+    # An interrupted publish leaves a staging directory with a commit record that the next
+    # export into that directory finishes. A crafted one in a model directory from
+    # elsewhere deleted "../victim" beside it, or moved its own file over "../x".
+    import json
+
+    from trainer.publish import COMMIT_FILE, INSIDE_PREFIX
+
+    out = tmp_path / "model"
+    shutil.copytree(tiny_model, out)
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "thesis.txt").write_text("mine")
+    (tmp_path / "x").write_text("mine too")
+    (out / "x").write_text("theirs")
+    crafted = out / f"{INSIDE_PREFIX}abc"
+    crafted.mkdir()
+    (crafted / COMMIT_FILE).write_text(json.dumps(record))
+    reexport(out, force=True)
+    assert (tmp_path / "victim" / "thesis.txt").read_text() == "mine"
+    assert (tmp_path / "x").read_text() == "mine too"
+    assert not crafted.exists() and Generator.load(out).spec.model_sha256
 
 
 def test_out_keeps_its_mode_and_group(tmp_path: Path, tiny_model: Path) -> None:

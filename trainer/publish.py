@@ -217,14 +217,30 @@ COMMIT_FILE = ".commit"
 def _roll_forward(staging: Path, out_dir: Path) -> None:
     """Finish the one-by-one publish a kill interrupted (the commit file lists the names
     in rename order); a staging directory without one was never committed: dropped."""
+    if staging.is_symlink():  # ours are real directories: a link leads somewhere else
+        return
     try:
         names = json.loads((staging / COMMIT_FILE).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return
     if not isinstance(names, dict):
         return
+    new, remove = names.get("new", []), names.get("remove", [])
+    # Only names of entries of out_dir itself: a crafted record in a directory from
+    # elsewhere ("../../x") would otherwise move or delete files outside it.
+    if not (_plain_names(new) and _plain_names(remove)):
+        log.warning("ignoring %s: its commit record is not one textgen-train wrote", staging)
+        return
     log.info("finishing an interrupted publish into %s", out_dir)
-    _replace_one_by_one(staging, out_dir, names.get("new", []), set(names.get("remove", [])))
+    _replace_one_by_one(staging, out_dir, new, set(remove))
+
+
+def _plain_names(names: object) -> bool:
+    """A list of names of entries directly inside a directory (no separator, no . or ..)."""
+    return isinstance(names, list) and all(
+        isinstance(n, str) and n not in ("", ".", "..") and "/" not in n and "\0" not in n
+        for n in names
+    )
 
 
 def _replace_one_by_one(staging: Path, out_dir: Path, new: list[str], remove: set[str]) -> None:
