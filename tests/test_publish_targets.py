@@ -98,6 +98,26 @@ def test_a_crafted_commit_record_touches_nothing_outside_out(
     assert not crafted.exists() and Generator.load(out).spec.model_sha256
 
 
+def test_a_linked_training_state_directory_is_refused(tmp_path: Path, corpus_file: Path) -> None:
+    # Checkpoints went wherever out/.train-state pointed, and older ones (epoch-NNNN) there
+    # were deleted: a model directory from elsewhere could aim it at any folder.
+    from click.testing import CliRunner
+
+    from trainer.cli import main
+
+    elsewhere = tmp_path / "photos"
+    (elsewhere / "epoch-0007").mkdir(parents=True)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".train-state").symlink_to(elsewhere, target_is_directory=True)
+    for extra in ([], ["--force"], ["--resume"]):
+        args = ["train", "--corpus", str(corpus_file), "--out", str(out), "--epochs", "2", *extra]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert ".train-state is a symbolic link" in result.output, result.output
+    assert [p.name for p in elsewhere.iterdir()] == ["epoch-0007"]
+
+
 def test_out_keeps_its_mode_and_group(tmp_path: Path, tiny_model: Path) -> None:
     # The swapped-in directory was mkdtemp's: 0700 in the user's group, with every export.
     out = tmp_path / "shared"

@@ -34,7 +34,16 @@ MAX_PROGRESS_BYTES = 64 << 20
 
 
 def state_dir(out_dir: Path) -> Path:
-    return Path(out_dir) / STATE_DIR
+    """out_dir's training-state directory; OutputDirError if that name is a symbolic link:
+    checkpoints would be written, and older ones deleted, wherever it points (a model
+    directory from elsewhere could aim it at any folder of the user's)."""
+    root = Path(out_dir) / STATE_DIR
+    if root.is_symlink():
+        raise OutputDirError(
+            f"{root} is a symbolic link; textgen-train keeps its training state in a directory "
+            "of its own there: remove the link"
+        )
+    return root
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
