@@ -118,6 +118,29 @@ def test_a_linked_training_state_directory_is_refused(tmp_path: Path, corpus_fil
     assert [p.name for p in elsewhere.iterdir()] == ["epoch-0007"]
 
 
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+def test_a_lock_file_that_is_not_ours_is_refused(
+    tmp_path: Path, tiny_model: Path, kind: str
+) -> None:
+    # The lock's PID was written through a link: a model directory from elsewhere holding
+    # `.textgen-train.lock -> ~/.bashrc` had the next export into it truncate that file.
+    from trainer.errors import OutputDirError
+    from trainer.publish import LOCK_FILE
+
+    out = tmp_path / "received"
+    shutil.copytree(tiny_model, out)
+    victim = tmp_path / "bashrc"
+    victim.write_text("precious")
+    if kind == "link":
+        (out / LOCK_FILE).symlink_to(victim)
+    else:
+        os.mkfifo(out / LOCK_FILE)
+    what = "a symbolic link" if kind == "link" else "not a regular file"
+    with pytest.raises(OutputDirError, match=f"{LOCK_FILE} is {what}, not textgen-train's lock"):
+        reexport(out, force=True)
+    assert victim.read_text() == "precious"
+
+
 def test_out_keeps_its_mode_and_group(tmp_path: Path, tiny_model: Path) -> None:
     # The swapped-in directory was mkdtemp's: 0700 in the user's group, with every export.
     out = tmp_path / "shared"

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -55,14 +56,22 @@ def out_dir_lock(out_dir: Path) -> Iterator[None]:
         )
     real = real_dir(out_dir)
     made = not real.exists()
+    lock = real / LOCK_FILE
     try:
         real.mkdir(parents=True, exist_ok=True)
-        fd = os.open(real / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        # Never through a link, and only a regular file: the PID written into it truncated
+        # whatever a crafted lock link pointed at (a model directory from elsewhere).
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _not_our_lock(out_dir, "a symbolic link") from None
         raise OutputDirError(
             f"cannot write to output directory {out_dir}: {exc.strerror or exc}; "
             "choose another --out"
         ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_our_lock(out_dir, "not a regular file")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -78,7 +87,7 @@ def out_dir_lock(out_dir: Path) -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(OSError):
-            (real / LOCK_FILE).unlink()
+            lock.unlink()
         os.close(fd)
         if made:  # a run that failed before writing anything leaves no empty --out behind
             with contextlib.suppress(OSError):
@@ -102,6 +111,13 @@ def _broken_link(out_dir: Path) -> str | None:
                 return f"{path} is a symbolic link that loops back on itself"
             return f"{path} is a symbolic link to {target}, which does not exist"
     return None
+
+
+def _not_our_lock(out_dir: Path, what: str) -> OutputDirError:
+    return OutputDirError(
+        f"{Path(out_dir) / LOCK_FILE} is {what}, not textgen-train's lock file; remove it "
+        "and run again"
+    )
 
 
 def staging_prefix(out_dir: Path) -> str:
