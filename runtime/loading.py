@@ -21,7 +21,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from .artifact import ModelSpec, default_model_dir, read_capped
 from .errors import ArtifactError, ModelNotFoundError
-from .graph_rules import GraphMismatchError, GraphRuleError, ProtoError, vet_model
+from .graph_rules import GATES, GraphMismatchError, GraphRuleError, ProtoError, vet_model
 from .onnx_proto import Model
 
 # Far above any character model (an LSTM 1024 x 3 is about 100 MB); a cap on what a hostile
@@ -39,8 +39,7 @@ def position_floats(spec: ModelSpec, model: Model | None = None) -> int:
     for each recurrent layer, its input projection (gates x units) and its output. From the
     vetted graph's layers, or without one (a session built elsewhere) from vocab.json's
     architecture facts, counting every layer as an LSTM."""
-    from .graph_rules import GATES
-    from .step_graph import cells
+    from .step_graph import cells  # as make_step_sessions imports it
 
     if model is not None:
         layers = cells(model)
