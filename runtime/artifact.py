@@ -368,6 +368,16 @@ class ModelSpec:
             prompt is None or (isinstance(prompt, str) and len(prompt) <= MAX_SEQ_LENGTH),
             "training.sample_prompt must be a string",
         )
+        # The start of the training text, as the trainer records it: the prompt commands use
+        # when given none, so it must be one the model reads.
+        v.check(
+            prompt is None
+            or (
+                len(prompt) >= (1 if mode == "stateful" else seq_length)
+                and set(prompt) <= set(chars)
+            ),
+            "training.sample_prompt must be at least a window of the model's own characters",
+        )
         return cls(
             chars=tuple(chars),
             seq_length=seq_length,

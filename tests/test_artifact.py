@@ -127,6 +127,19 @@ def test_vocab_json_is_utf8_as_written(encoding: str) -> None:
         ModelSpec.from_json(json.dumps(good()).encode(encoding))
 
 
+@pytest.mark.parametrize("prompt", ["a", "abz", ""])
+def test_a_sample_prompt_the_model_cannot_read_is_refused(prompt: str) -> None:
+    # The trainer records the start of the training text: a window or more of the model's
+    # own characters (commands given no prompt use it; a crafted one made `textgen generate`
+    # blame a prompt the user never gave).
+    doc = good()
+    doc["training"]["sample_prompt"] = prompt
+    with pytest.raises(ArtifactError, match="sample_prompt must be at least a window"):
+        ModelSpec.from_dict(doc)
+    doc["training"]["sample_prompt"] = "abcab"
+    assert ModelSpec.from_dict(doc).sample_prompt == "abcab"
+
+
 def test_missing_and_oversized_files(tmp_path) -> None:
     with pytest.raises(ModelNotFoundError, match="vocab.json not found"):
         ModelSpec.read(tmp_path)

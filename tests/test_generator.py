@@ -76,7 +76,11 @@ def test_a_prompt_in_the_other_unicode_form_is_named(
 ) -> None:
     # Pasted text and macOS file names often decompose accents the corpus had composed (or
     # the reverse): the error names the mark by code point and says which form would read.
-    edit_vocab(model_copy, lambda d: d["chars"].__setitem__(3, vocab_char))  # in place of Z
+    def z_becomes(doc: dict) -> None:  # the model's 'Z' (and its sample prompt's) become it
+        doc["chars"][3] = vocab_char
+        doc["training"]["sample_prompt"] = doc["training"]["sample_prompt"].replace("Z", vocab_char)
+
+    edit_vocab(model_copy, z_becomes)
     gen = Generator.load(model_copy)
     with pytest.raises(PromptError) as caught:
         gen.generate(prompt, 5)
