@@ -37,6 +37,13 @@ MODE_VERSIONS = {"window": 1, "stateful": 2}
 ONE_HOT_OP_VERSION = 3
 ONE_HOT_OP_CHARS = 1024
 
+
+def uses_one_hot_op(vocab_size: int) -> bool:
+    """Whether the trainer one-hot encodes a vocabulary of this size with an `OneHot` node
+    (format version 3) rather than a `Gather` from an identity table."""
+    return vocab_size >= ONE_HOT_OP_CHARS
+
+
 MODEL_FILE = "model.onnx"
 VOCAB_FILE = "vocab.json"
 # Precision -> file. fp32 is the model itself; others are optional variants listed in
@@ -161,7 +168,7 @@ class ModelSpec:
     def one_hot_op(self) -> bool:
         """Whether the trainer writes this model's one-hot encoding as an `OneHot` node
         (rather than a `Gather` from an identity table)."""
-        return self.vocab_size >= ONE_HOT_OP_CHARS
+        return uses_one_hot_op(self.vocab_size)
 
     @property
     def version(self) -> int:
@@ -275,7 +282,7 @@ class ModelSpec:
                 "upgrade rnn-textgen or re-export the model"
             )
         mode = doc.get("mode")
-        v.check(_one_of(mode, MODES), f"mode {_short(mode)} is not one of {sorted(MODES)}")
+        v.check(_one_of(mode, MODES), f"mode {short_repr(mode)} is not one of {sorted(MODES)}")
         v.check(
             MODE_VERSIONS[mode] <= version,
             f"mode {mode!r} needs format version {MODE_VERSIONS[mode]} or later",
@@ -316,7 +323,7 @@ class ModelSpec:
         builder = doc.get("graph_builder", "native")
         v.check(
             _one_of(builder, frozenset(GRAPH_BUILDERS)),
-            f"graph_builder {_short(builder)} is not one of {list(GRAPH_BUILDERS)}",
+            f"graph_builder {short_repr(builder)} is not one of {list(GRAPH_BUILDERS)}",
         )
         v.check(
             builder == "native" or mode == "stateful",
@@ -426,7 +433,7 @@ def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     for key, value in pairs:
         if key in doc:
-            raise _RepeatedKey(f"key {_short(key)} appears twice in one object")
+            raise _RepeatedKey(f"key {short_repr(key)} appears twice in one object")
         doc[key] = value
     return doc
 
@@ -482,7 +489,7 @@ def printable(text: str) -> str:
     )
 
 
-def _short(x: Any, limit: int = 40) -> str:
+def short_repr(x: Any, limit: int = 40) -> str:
     """repr() cut to a length that keeps an error message on one readable line."""
     text = repr(x)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from runtime.artifact import MODE_VERSIONS, ONE_HOT_OP_CHARS
+from runtime.artifact import MODE_VERSIONS, uses_one_hot_op
 from runtime.graph_rules import ACTIVATIONS, GATES
 
 from .errors import CorpusError, TrainingError
@@ -213,7 +213,7 @@ def check_exportable(config: TrainConfig, vocab: int) -> None:
     from runtime.loading import MAX_MODEL_BYTES
 
     rows, units = GATES[CELL_OPS[config.cell]] * config.units, config.units
-    table = vocab * vocab if vocab < ONE_HOT_OP_CHARS else 0
+    table = 0 if uses_one_hot_op(vocab) else vocab * vocab
     floats = table + units * vocab + vocab  # one-hot table, output layer
     for layer in range(config.layers):
         inputs = vocab if layer == 0 else units

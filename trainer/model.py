@@ -6,7 +6,7 @@ from pathlib import Path
 
 import keras
 
-from runtime.artifact import bits_per_char
+from runtime.artifact import bits_per_char, short_repr
 
 from .config import CELLS
 
@@ -121,7 +121,7 @@ def check_keras_archive(path: str | Path) -> None:
             names = archive.namelist()
             if len(names) != len(set(names)) or not set(names) <= KERAS_MEMBERS:
                 extra = sorted(set(names) - KERAS_MEMBERS) or ["a member twice"]
-                raise NotOurKerasModel(f"it holds {_short(extra[0])}")
+                raise NotOurKerasModel(f"it holds {short_repr(extra[0], 80)}")
             info = archive.getinfo("config.json")
             if info.file_size > MAX_KERAS_CONFIG:
                 raise NotOurKerasModel(f"its config.json is {info.file_size:,} bytes")
@@ -137,7 +137,7 @@ def check_keras_archive(path: str | Path) -> None:
             key == ("builtins", "function") and obj.get("config") not in KERAS_FUNCTIONS
         ):
             name = f"{key[0]}.{key[1]}" if key[0] else str(key[1])
-            raise NotOurKerasModel(f"its config.json names {_short(name)}")
+            raise NotOurKerasModel(f"its config.json names {short_repr(name, 80)}")
 
 
 def _check_weights(data: bytes) -> None:
@@ -177,11 +177,6 @@ def _named_objects(doc: object) -> list[dict]:
         elif isinstance(x, list):
             stack.extend(x)
     return found
-
-
-def _short(x: object) -> str:
-    text = repr(x)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def load_keras(path: str | Path, *, compile: bool = True) -> keras.Model:

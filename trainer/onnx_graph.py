@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime.artifact import NEXT_NAME, ONE_HOT_OP_CHARS
+from runtime.artifact import NEXT_NAME, uses_one_hot_op
 from runtime.graph_rules import ACTIVATIONS, IR_VERSION, OPSET
 from runtime.step_graph import preferred_builder, reorder_gates, symmetric_int8
 
@@ -116,14 +116,14 @@ def _split_layers(model: Any) -> tuple[list[Any], Any]:
 def _front(vocab_size: int) -> tuple[list, list]:
     """char_ids [batch, time] -> one-hot x0 [time, batch, vocab], plus shared constants.
 
-    One-hot as a row lookup (the same numbers as tf.one_hot) from an identity table, or for
-    a vocabulary of ONE_HOT_OP_CHARS or more, where that table would be most of the file
-    (format version 3, ModelSpec.one_hot_op), with ONNX's OneHot operator."""
+    One-hot as a row lookup (the same numbers as tf.one_hot) from an identity table, or,
+    where that table would be most of the file (`runtime.artifact.uses_one_hot_op`, format
+    version 3), with ONNX's OneHot operator."""
     transpose = helper.make_node(
         "Transpose", [INPUT_NAME], ["ids_tb"], perm=[1, 0], name="time_major"
     )
     axis0 = numpy_helper.from_array(np.array([0], np.int64), "axis0")
-    if vocab_size >= ONE_HOT_OP_CHARS:
+    if uses_one_hot_op(vocab_size):
         one_hot = helper.make_node(
             "OneHot",
             ["ids_tb", "one_hot_depth", "one_hot_values"],
