@@ -109,11 +109,10 @@ def models(tmp: Path) -> list[tuple[str, str]]:
         cases += [(str(out), "fp32"), (str(out), "int8")]
     # A vocabulary of ONE_HOT_OP_CHARS or more: the graph one-hot encodes with OneHot
     # (format version 3), in a window model and a stateful one.
-    from runtime.artifact import ONE_HOT_OP_CHARS
+    from corpora import wide_text
 
     wide = tmp / "wide.txt"
-    chars = [chr(0x4E00 + i) for i in range(ONE_HOT_OP_CHARS + 76)]
-    wide.write_text("".join(chars[(i * 7919) % len(chars)] for i in range(30 * len(chars))))
+    wide.write_text(wide_text(30))
     for mode in ("window", "stateful"):
         out = tmp / f"wide-{mode}"
         train(

@@ -16,6 +16,16 @@ from pathlib import Path
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "corpora"
 
 
+def wide_text(repeats: int = 20) -> str:
+    """A synthetic text of 1,100 distinct CJK ideographs (past
+    runtime.artifact.ONE_HOT_OP_CHARS, so its models one-hot encode with OneHot), each
+    `repeats` times, in a fixed stride a model can learn."""
+    from runtime.artifact import ONE_HOT_OP_CHARS
+
+    chars = [chr(0x4E00 + i) for i in range(ONE_HOT_OP_CHARS + 76)]
+    return "".join(chars[(i * 7919) % len(chars)] for i in range(repeats * len(chars)))
+
+
 def kjv() -> Path:
     """Path to kjv.txt, fetching it on first use."""
     dest = CACHE / "kjv.txt"

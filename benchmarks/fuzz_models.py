@@ -176,19 +176,19 @@ def trained_models(tmp: Path) -> list[tuple[str, Path, str]]:
     precision). Stateful graphs (states, Unsqueeze / Squeeze), int8 files (DynamicQuantizeLSTM,
     MatMulInteger, DequantizeLinear; the decomposed MatMulNBits steps from 128 units) and a
     1,100-character vocabulary (OneHot)."""
+    from corpora import wide_text
+
     import trainer  # noqa: F401
-    from runtime.artifact import ONE_HOT_OP_CHARS
     from trainer.train import TrainConfig, train
 
     text = tmp / "corpus.txt"
     text.write_text("It was the best of times, it was the worst of times; " * 40)
-    chars = [chr(0x4E00 + i) for i in range(ONE_HOT_OP_CHARS + 76)]
-    wide = tmp / "wide.txt"
-    wide.write_text("".join(chars[(i * 7919) % len(chars)] for i in range(20 * len(chars))))
+    wide, hanzi = tmp / "wide.txt", wide_text()
+    wide.write_text(hanzi)
     specs = [
         ("stateful LSTM 2 x 16", text, "lstm", 16, 2, ("fp32", "int8")),
         ("stateful GRU 128", text, "gru", 128, 1, ("int8",)),
-        (f"stateful GRU 32, {len(chars):,} characters", wide, "gru", 32, 1, ("fp32",)),
+        (f"stateful GRU 32, {len(set(hanzi)):,} characters", wide, "gru", 32, 1, ("fp32",)),
     ]
     out = []
     for i, (label, corpus, cell, units, layers, precisions) in enumerate(specs):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REPO
 
 from runtime.artifact import default_model_dir
+
+sys.path.insert(0, str(REPO / "benchmarks"))  # the corpora the benchmarks use
 
 SMALL_CORPUS = (
     "The quick brown fox jumps over the lazy dog. A lazy dog sleeps while the quick fox runs.\n"
@@ -98,13 +102,12 @@ def stateful_models(tmp_path_factory: pytest.TempPathFactory, corpus_file: Path)
 def wide_models(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A window LSTM and a stateful GRU of ONE_HOT_OP_CHARS + 76 characters (CJK), with int8
     variants, trained once per session, and a prompt they read (read only)."""
-    from runtime.artifact import ONE_HOT_OP_CHARS
+    from corpora import wide_text
+
     from trainer.train import TrainConfig, train
 
     tmp = tmp_path_factory.mktemp("wide")
-    wide = ONE_HOT_OP_CHARS + 76
-    chars = [chr(0x4E00 + i) for i in range(wide)]
-    text = "".join(chars[(i * 7919) % wide] for i in range(20 * wide))
+    text = wide_text()
     corpus = tmp / "hanzi.txt"
     corpus.write_text(text, encoding="utf-8")
     models: dict = {"prompt": text[:8]}
