@@ -516,7 +516,7 @@ class Generator:
                 BoundRun(
                     self.session,
                     {self.spec.input.name: window[a : a + rows]},
-                    {name: arr[a : a + rows] for name, arr in target.items()},
+                    _rows_of(target, a, rows),
                 ).run
                 for a in range(0, batch, rows)
             ]
@@ -545,41 +545,34 @@ class Generator:
         there = [np.zeros_like(a) for a in here]
         self._warm_up(prompts, here)
         char = np.array([[p[-1]] for p in prompts], dtype=self._in_dtype)
+        # Runs over consecutive rows (views of the same buffers), within RUN_BYTES each:
+        # nearly always one.
         rows = rows_per_run(self.position_floats, 1)
-        if batch > rows:  # Runs over consecutive rows (views), within RUN_BYTES each
-            chunks = [
-                self._alternating_runs(
-                    char[a : a + rows],
-                    {name: arr[a : a + rows] for name, arr in target.items()},
-                    [h[a : a + rows] for h in here],
-                    [h[a : a + rows] for h in there],
-                )
-                for a in range(0, batch, rows)
-            ]
-            phase = cycle([[c[0] for c in chunks], [c[1] for c in chunks]]).__next__
-
-            def advance() -> None:
-                for bound in phase():
-                    bound.run()
-                if pick is not None:
-                    pick()
-                char[:, 0] = nxt
-
-            return advance, nxt[None]
-        runs = self._alternating_runs(char, target, here, there)
-        # Alternates the two bindings. The cycle holds the BoundRun objects themselves, not
-        # just their run methods: they own the state buffers onnxruntime writes into.
-        step = cycle(runs).__next__
+        chunks = [
+            self._alternating_runs(
+                char[a : a + rows],
+                _rows_of(target, a, rows),
+                [h[a : a + rows] for h in here],
+                [h[a : a + rows] for h in there],
+            )
+            for a in range(0, batch, rows)
+        ]
+        # Alternates the two bindings of each chunk. The cycles hold the BoundRun objects
+        # themselves, not just their run methods: they own the state buffers onnxruntime
+        # writes into.
         if batch == 1 and pick is None:  # one greedy stream: scalar indexing is cheapest
+            step = cycle(chunks[0]).__next__
 
             def advance() -> None:
                 step().run()
                 char[0, 0] = nxt[0]
 
             return advance, nxt[None]
+        phase = cycle(list(zip(*chunks, strict=True))).__next__
 
         def advance() -> None:
-            step().run()
+            for bound in phase():
+                bound.run()
             if pick is not None:
                 pick()
             char[:, 0] = nxt
@@ -723,6 +716,11 @@ class _GreedyStream:
     chosen: np.ndarray  # [GREEDY_STEPS, 1]: the characters a Run chose
     here: list[np.ndarray]  # the states the first Run reads (the second writes them)
     runs: list[BoundRun]  # own every buffer above
+
+
+def _rows_of(arrays: dict[str, np.ndarray], start: int, count: int) -> dict[str, np.ndarray]:
+    """Rows start .. start + count of each array: views, for a Run over part of a batch."""
+    return {name: arr[start : start + count] for name, arr in arrays.items()}
 
 
 def _out_of_range(index: int, vocab: int) -> ArtifactError:
