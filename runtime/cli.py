@@ -328,12 +328,11 @@ def _pieces(fh: BinaryIO, source: str, *, keep_end: bool) -> Iterator[str]:
             text = held + decoder.decode(data, final=not data)
         except UnicodeDecodeError as exc:
             raise _not_utf8(source, start + exc.start) from None
-        if not data:
-            yield text if keep_end else text.removesuffix("\n").removesuffix("\r")
-            return
         body = text if keep_end else text.removesuffix("\n").removesuffix("\r")
-        held = text[len(body) :]  # the ending, until a later piece shows it is not the last
         yield body
+        if not data:
+            return
+        held = text[len(body) :]  # the ending, until a later piece shows it is not the last
 
 
 def _encodes(text: str) -> bool:

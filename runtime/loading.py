@@ -38,7 +38,8 @@ def position_floats(spec: ModelSpec, model: Model | None = None) -> int:
     """Floats a Run of model.onnx holds per batch row and position: the one-hot input and,
     for each recurrent layer, its input projection (gates x units) and its output. From the
     vetted graph's layers, or without one (a session built elsewhere) from vocab.json's
-    architecture facts, counting every layer as an LSTM."""
+    architecture facts, counting every layer as an LSTM (of 256 units where they do not
+    say)."""
     from .step_graph import cells  # as make_step_sessions imports it
 
     if model is not None:

@@ -127,9 +127,9 @@ def check_keras_archive(path: str | Path) -> None:
                 raise NotOurKerasModel(f"its config.json is {info.file_size:,} bytes")
             config = json.loads(archive.read(info))
             _check_weights(archive.read("model.weights.h5"))
+    except NotOurKerasModel:
+        raise
     except (zipfile.BadZipFile, KeyError, OSError, ValueError, RecursionError) as exc:
-        if isinstance(exc, NotOurKerasModel):
-            raise
         raise NotOurKerasModel(f"it is not a Keras archive ({exc})") from None
     for obj in _named_objects(config):
         key = (obj.get("module"), obj.get("class_name"))

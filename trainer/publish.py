@@ -106,10 +106,9 @@ def _broken_link(out_dir: Path) -> str | None:
         try:
             os.stat(path)
         except OSError as exc:
-            target = os.readlink(path)
             if exc.errno == errno.ELOOP:
                 return f"{path} is a symbolic link that loops back on itself"
-            return f"{path} is a symbolic link to {target}, which does not exist"
+            return f"{path} is a symbolic link to {os.readlink(path)}, which does not exist"
     return None
 
 
