@@ -140,8 +140,8 @@ class Context:
         else:
             if len(self._window) < spec.seq_length:
                 raise PromptError(
-                    f"the context has {len(self._window)} characters but the model reads "
-                    f"windows of {spec.seq_length}; append more text"
+                    f"the model reads windows of {spec.seq_length} characters and the context "
+                    f"has only {len(self._window)}; append more text"
                 )
             probs = self.gen._window_probs(np.array([self._window]))[0]
         self._probs = np.asarray(probs, dtype=np.float64).reshape(-1)

@@ -285,8 +285,8 @@ class Generator:
         ids = self.encode_any(prompt, "the prompt")
         if len(prompt) < need:
             raise PromptError(
-                f"the prompt has {len(prompt)} characters but the model reads windows of "
-                f"{need}; give a longer prompt"
+                f"the model reads windows of {need} characters and the prompt has only "
+                f"{len(prompt)}; give a longer prompt"
             )
         return ids
 

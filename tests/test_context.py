@@ -97,7 +97,7 @@ def test_bad_inputs_are_one_line_errors(models) -> None:
     gen = models["window"]
     with pytest.raises(PromptError, match="outside the model's vocabulary: '#'"):
         gen.context("#")
-    with pytest.raises(PromptError, match="windows of 5"):
+    with pytest.raises(PromptError, match="windows of 5 characters and the context has only 3"):
         gen.context("the").top(1)
     with pytest.raises(PromptError, match="context is empty"):
         models["stateful"].context().top(1)

@@ -57,7 +57,8 @@ def test_generate_returns_prompt_plus_length_characters(gen: Generator) -> None:
     ("prompt", "message"),
     [
         ("", "empty"),
-        ("Th", "2 characters but the model reads windows of 3"),
+        ("T", "windows of 3 characters and the prompt has only 1"),
+        ("Th", "windows of 3 characters and the prompt has only 2"),
         ("This is Q!", r"'!', 'Q'"),
         ("héllo wörld", r"'é', 'ö'"),
     ],

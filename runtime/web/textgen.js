@@ -243,7 +243,7 @@ export class Model {
     const need = this.spec.mode === "stateful" ? 1 : this.spec.seq_length;
     if (whole && chars.length < need) {
       throw new TextgenError(
-        `the prompt has ${chars.length} characters but the model reads windows of ${need}`,
+        `the model reads windows of ${need} characters and the prompt has only ${chars.length}`,
       );
     }
     return chars.map((c) => this.index.get(c));
