@@ -511,7 +511,7 @@ def complete(prompt: str, model_dir: Path | None, precision: str, k: int, as_jso
     "site",
     type=click.Path(path_type=Path),
     required=True,
-    help="Directory to write the site into (new or empty).",
+    help="Directory to write the site into (new or empty; a link to one is followed).",
 )
 @click.option(
     "--ort-web",

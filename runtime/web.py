@@ -42,15 +42,20 @@ def _ort_script(local: bool) -> str:
 
 
 def write_site(model_dir: Path | None, site: Path, ort_dist: Path | None = None) -> Path:
-    """Write the static site for `model_dir` (None: the default model) into `site`."""
-    site = Path(site)
+    """Write the static site for `model_dir` (None: the default model) into `site`, a new
+    or empty directory, or a link to an empty one (the site goes there; the link stays)."""
+    site = given = Path(site)
     if site.is_symlink() and not site.exists():
         raise WebSiteError(
             f"{site} is a symbolic link that leads nowhere (a missing target or a loop); "
             "remove it or choose another directory"
         )
-    if site.exists() and (not site.is_dir() or any(site.iterdir())):
+    if site.exists() and not site.is_dir():
+        raise WebSiteError(f"{site} exists and is not a directory; choose a new directory")
+    if site.exists() and any(site.iterdir()):
         raise WebSiteError(f"{site} already exists and is not empty; choose a new directory")
+    if site.is_symlink():  # to an empty directory: the site goes there, and the link stays
+        site = site.resolve()
     # Only a model that loads is published, in every precision it lists.
     gen = Generator.load(model_dir, warmup_threads=1)
     for precision in gen.spec.precisions[1:]:
@@ -82,10 +87,10 @@ def write_site(model_dir: Path | None, site: Path, ort_dist: Path | None = None)
         site.rmdir()  # empty: checked above, or just made
         staging.rename(site)
     except OSError as exc:
-        raise WebSiteError(f"cannot write {site}: {exc.strerror or exc}") from None
+        raise WebSiteError(f"cannot write {given}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return site
+    return given
 
 
 def _model_files(gen: Generator) -> dict[str, bytes]:

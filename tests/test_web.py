@@ -199,6 +199,18 @@ def test_web_command_refuses_to_overwrite_and_checks_the_dist(tmp_path) -> None:
     result = CliRunner().invoke(main, ["web", "--out", str(tmp_path / "s4")])
     assert result.exit_code == 1 and "symbolic link that leads nowhere" in result.output
     assert not (tmp_path / "unmounted").exists()
+    (tmp_path / "a-file").write_text("mine")
+    result = CliRunner().invoke(main, ["web", "--out", str(tmp_path / "a-file")])
+    assert result.exit_code == 1 and "exists and is not a directory" in result.output
+    assert (tmp_path / "a-file").read_text() == "mine"
+    # A link to an empty directory (a web server's root) is followed, as textgen-train's
+    # --out is: the site goes where it points, and the link stays.
+    (tmp_path / "www").mkdir()
+    (tmp_path / "s5").symlink_to(tmp_path / "www")
+    result = CliRunner().invoke(main, ["web", "--out", str(tmp_path / "s5")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s5").is_symlink() and (tmp_path / "www" / "index.html").is_file()
+    assert json.loads((tmp_path / "s5" / "model" / "vocab.json").read_text())["format"]
 
 
 def test_site_gets_the_directorys_own_mode_and_every_precision_is_checked(
