@@ -10,6 +10,7 @@ failure leaves nothing half-written, and an existing SITE is never overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -44,7 +45,7 @@ def _ort_script(local: bool) -> str:
 def write_site(model_dir: Path | None, site: Path, ort_dist: Path | None = None) -> Path:
     """Write the static site for `model_dir` (None: the default model) into `site`, a new
     or empty directory, or a link to an empty one (the site goes there; the link stays)."""
-    site = given = Path(site)
+    site = Path(site)
     if site.is_symlink() and not site.exists():
         raise WebSiteError(
             f"{site} is a symbolic link that leads nowhere (a missing target or a loop); "
@@ -54,8 +55,6 @@ def write_site(model_dir: Path | None, site: Path, ort_dist: Path | None = None)
         raise WebSiteError(f"{site} exists and is not a directory; choose a new directory")
     if site.exists() and any(site.iterdir()):
         raise WebSiteError(f"{site} already exists and is not empty; choose a new directory")
-    if site.is_symlink():  # to an empty directory: the site goes there, and the link stays
-        site = site.resolve()
     # Only a model that loads is published, in every precision it lists.
     gen = Generator.load(model_dir, warmup_threads=1)
     for precision in gen.spec.precisions[1:]:
@@ -67,8 +66,22 @@ def write_site(model_dir: Path | None, site: Path, ort_dist: Path | None = None)
                 f"{ort_dist} lacks {', '.join(missing)}; pass the dist/ folder of the "
                 f"onnxruntime-web npm package (npm install onnxruntime-web@{ORT_WEB_VERSION})"
             )
-    site.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{site.name}.staging-", dir=site.parent))
+    # An existing (empty) directory, or a link to one, is filled in place, staged inside
+    # itself, so that only it need be writable: a web server's root is often the one
+    # directory a user may write to. A new one is staged beside it and renamed into place.
+    existing = site.exists()
+    try:
+        if not existing:
+            site.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(
+            tempfile.mkdtemp(
+                prefix=".textgen-staging-" if existing else f".{site.name}.staging-",
+                dir=site if existing else site.parent,
+            )
+        )
+    except OSError as exc:
+        raise WebSiteError(f"cannot write {site}: {exc.strerror or exc}") from None
+    moved: list[Path] = []
     try:
         page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
         page = page.replace("<!-- ORT_SCRIPT -->", _ort_script(ort_dist is not None))
@@ -81,16 +94,26 @@ def write_site(model_dir: Path | None, site: Path, ort_dist: Path | None = None)
             (staging / "ort").mkdir()
             for name in ORT_FILES:
                 shutil.copy(Path(ort_dist) / name, staging / "ort" / name)
-        if not site.exists():
+        if existing:  # the page last, once everything it loads is there
+            for entry in sorted(staging.iterdir(), key=lambda e: e.name == "index.html"):
+                entry.rename(site / entry.name)
+                moved.append(site / entry.name)
+        else:
             site.mkdir()  # the mode a new directory gets here, which the site takes
-        take_mode(staging, site)
-        site.rmdir()  # empty: checked above, or just made
-        staging.rename(site)
+            take_mode(staging, site)
+            site.rmdir()
+            staging.rename(site)
     except OSError as exc:
-        raise WebSiteError(f"cannot write {given}: {exc.strerror or exc}") from None
+        for path in moved:  # the directory was empty: it is again
+            with contextlib.suppress(OSError):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        raise WebSiteError(f"cannot write {site}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return given
+    return site
 
 
 def _model_files(gen: Generator) -> dict[str, bytes]:

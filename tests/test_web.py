@@ -25,7 +25,7 @@ from browser import CHROMIUM, chromium  # noqa: E402
 
 from runtime import Generator  # noqa: E402
 from runtime.cli import main  # noqa: E402
-from runtime.errors import ArtifactError  # noqa: E402
+from runtime.errors import ArtifactError, WebSiteError  # noqa: E402
 from runtime.web import write_site  # noqa: E402
 
 ORT_DIST = REPO / ".cache" / "ort-web" / "node_modules" / "onnxruntime-web" / "dist"
@@ -221,8 +221,18 @@ def test_site_gets_the_directorys_own_mode_and_every_precision_is_checked(
     write_site(None, tmp_path / "new")
     assert (tmp_path / "new").stat().st_mode == probe.stat().st_mode  # not mkdtemp's 0700
     (tmp_path / "mine").mkdir(mode=0o750)
+    before = sorted(p.name for p in tmp_path.iterdir()), tmp_path.stat().st_mtime_ns
     write_site(None, tmp_path / "mine")
     assert (tmp_path / "mine").stat().st_mode & 0o7777 == 0o750
+    # An existing directory is filled in place: nothing was created (or removed) beside
+    # it, so its parent (a web root's, often not the user's to write) was never written.
+    assert (sorted(p.name for p in tmp_path.iterdir()), tmp_path.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == [
+        "index.html", "model", "textgen.js"
+    ]  # fmt: skip
+    # Where nothing can be written, one line and no traceback.
+    with pytest.raises(WebSiteError, match="cannot write /proc/textgen-site"):
+        write_site(None, Path("/proc/textgen-site"))
     # Published are the bytes checked: every precision's, not only the one that loaded.
     site = write_site(stateful_models["gru"], tmp_path / "gru")
     for name in ("vocab.json", "model.onnx", "model.int8.onnx"):
