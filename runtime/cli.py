@@ -561,7 +561,7 @@ def model_card(gen: Generator) -> str:
         ),
         f"cell:        {arch.get('cell', '?')} x {arch.get('layers', 1)} layer(s), "
         f"{arch.get('units', '?')} units, activation {arch.get('activation', '?')}",
-        f"vocabulary:  {s.vocab_size:,} characters: {printable(repr(''.join(s.chars)))}",
+        *_vocabulary_lines(s.chars),
         printable(
             f"graph:       {s.input.name} {s.input.dtype}{list(s.input.shape)} -> "
             f"{s.output.name} {s.output.dtype}{list(s.output.shape)}, "
@@ -592,6 +592,22 @@ def model_card(gen: Generator) -> str:
         width = max(len(k) for k in facts)
         lines += [f"  {k:<{width}}  {v}" for k, v in facts.items()]
     return "\n".join(lines)
+
+
+# Characters per line of `textgen info`'s vocabulary: a wide one (CJK: thousands) in lines a
+# terminal can show, not one line of 15 KB.
+VOCAB_LINE_CHARS = 64
+
+
+def _vocabulary_lines(chars: tuple[str, ...] | list[str]) -> list[str]:
+    """The model card's vocabulary: every character, in index order, as Python literals
+    (escaped), on the heading line when they fit there, else VOCAB_LINE_CHARS a line."""
+    text = "".join(chars)
+    head = f"vocabulary:  {len(chars):,} characters:"
+    if len(chars) <= VOCAB_LINE_CHARS:
+        return [f"{head} {printable(repr(text))}"]
+    rows = range(0, len(text), VOCAB_LINE_CHARS)
+    return [head] + [f"{'':13}{printable(repr(text[i : i + VOCAB_LINE_CHARS]))}" for i in rows]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,17 +5,20 @@ made a 5,000-character model.onnx 102 MB (100 MB of it the table) and its proces
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 
 import numpy as np
 import onnx
 import pytest
+from click.testing import CliRunner
 from helpers import edit_vocab, reseal
 from onnx import helper, numpy_helper
 
 from runtime import GenerationOptions, Generator
 from runtime.artifact import MODEL_FILE, ONE_HOT_OP_CHARS, VOCAB_FILE
+from runtime.cli import VOCAB_LINE_CHARS, main
 from runtime.errors import ArtifactError
 
 WIDE = ONE_HOT_OP_CHARS + 76  # conftest's wide_models
@@ -114,3 +117,21 @@ def test_onehot_below_the_threshold_is_refused(tmp_path, model_copy) -> None:
     reseal(model_copy)
     with pytest.raises(ArtifactError, match=f"writes OneHot from {ONE_HOT_OP_CHARS}"):
         Generator.load(model_copy)
+
+
+def test_info_prints_a_wide_vocabulary_in_lines_that_hold_every_character(wide_models) -> None:
+    # One line of 1,100 characters (15 KB for a 5,000-character model) was the model card.
+    result = CliRunner().invoke(main, ["info", "--model", str(wide_models["window"])])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("vocabulary:"))
+    assert lines[at] == f"vocabulary:  {WIDE:,} characters:"
+    rows = []
+    for line in lines[at + 1 :]:
+        if not line.startswith(" " * 13):
+            break
+        rows.append(ast.literal_eval(line.strip()))  # each line a Python string literal
+    chars = json.loads((wide_models["window"] / VOCAB_FILE).read_text(encoding="utf-8"))["chars"]
+    assert "".join(rows) == "".join(chars)
+    assert len(rows) == -(-WIDE // VOCAB_LINE_CHARS)
+    assert all(len(row) <= VOCAB_LINE_CHARS for row in rows)
