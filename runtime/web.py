@@ -95,6 +95,8 @@ def write_site(model_dir: Path | None, site: Path, ort_dist: Path | None = None)
             for name in ORT_FILES:
                 shutil.copy(Path(ort_dist) / name, staging / "ort" / name)
         if existing:  # the page last, once everything it loads is there
+            if any(entry.name != staging.name for entry in site.iterdir()):
+                raise WebSiteError(f"{site} is no longer empty; choose a new directory")
             for entry in sorted(staging.iterdir(), key=lambda e: e.name == "index.html"):
                 entry.rename(site / entry.name)
                 moved.append(site / entry.name)
