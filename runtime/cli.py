@@ -599,7 +599,7 @@ def model_card(gen: Generator) -> str:
 VOCAB_LINE_CHARS = 64
 
 
-def _vocabulary_lines(chars: tuple[str, ...] | list[str]) -> list[str]:
+def _vocabulary_lines(chars: tuple[str, ...]) -> list[str]:
     """The model card's vocabulary: every character, in index order, as Python literals
     (escaped), on the heading line when they fit there, else VOCAB_LINE_CHARS a line."""
     text = "".join(chars)

@@ -4,8 +4,9 @@ The site is `index.html` (prompt, settings, streamed output, model card), `textg
 (an ES module apps can import on their own pages), the model files under `model/`, and
 onnxruntime-web's WASM build under `ort/`, copied from the npm package's `dist/` folder;
 without one, the page loads a pinned release from a public CDN, checked by its
-subresource-integrity hash. The site is written beside SITE and renamed into place, so a
-failure leaves nothing half-written, and an existing SITE is never overwritten.
+subresource-integrity hash. A new SITE is written beside it and renamed into place; an
+existing (empty) one is written inside itself and moved in, the page last. Either way a
+failure leaves nothing half-written, and nothing in an existing SITE is overwritten.
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ def write_site(model_dir: Path | None, site: Path, ort_dist: Path | None = None)
             f"{site} is a symbolic link that leads nowhere (a missing target or a loop); "
             "remove it or choose another directory"
         )
-    if site.exists() and not site.is_dir():
+    existing = site.exists()
+    if existing and not site.is_dir():
         raise WebSiteError(f"{site} exists and is not a directory; choose a new directory")
-    if site.exists() and any(site.iterdir()):
+    if existing and any(site.iterdir()):
         raise WebSiteError(f"{site} already exists and is not empty; choose a new directory")
     # Only a model that loads is published, in every precision it lists.
     gen = Generator.load(model_dir, warmup_threads=1)
@@ -69,7 +71,6 @@ def write_site(model_dir: Path | None, site: Path, ort_dist: Path | None = None)
     # An existing (empty) directory, or a link to one, is filled in place, staged inside
     # itself, so that only it need be writable: a web server's root is often the one
     # directory a user may write to. A new one is staged beside it and renamed into place.
-    existing = site.exists()
     try:
         if not existing:
             site.parent.mkdir(parents=True, exist_ok=True)
