@@ -58,8 +58,11 @@ print(json.dumps(out))
 
 
 def models(tmp: Path) -> list[tuple[str, str]]:
-    """The default model, one trained model per cell (each with its int8 variant), and
-    stateful LSTM and GRU models with theirs."""
+    """The default model and, each with its int8 variant: one window model per cell,
+    stateful LSTM and GRU models, and a window and a stateful model whose vocabulary is
+    wide enough to one-hot encode with OneHot."""
+    from corpora import wide_text
+
     import trainer  # noqa: F401
     from trainer.train import TrainConfig, train
 
@@ -71,64 +74,39 @@ def models(tmp: Path) -> list[tuple[str, str]]:
         )
         * 8
     )
-    cases = [("", "fp32")]
-    for cell in ("simple", "lstm", "gru"):
-        out = tmp / cell
-        train(
-            TrainConfig(
-                out_dir=out,
-                corpus=corpus,
-                cell=cell,
-                units=32,
-                seq_length=8,
-                epochs=3,
-                seed=1,
-                # every cell: LSTM natively, GRU and SimpleRNN as stored int8 weights
-                quantize="int8",
-            )
-        )
-        cases += [(str(out), "fp32"), (str(out), "int8")]
+    wide = tmp / "wide.txt"
+    wide.write_text(wide_text(30))
+    # Every cell: LSTM natively, GRU and SimpleRNN as stored int8 weights.
+    settings: dict[str, dict] = {
+        cell: {"corpus": corpus, "cell": cell, "units": 32, "epochs": 3}
+        for cell in ("simple", "lstm", "gru")
+    }
     # Step graphs big enough that the warm-up session splits each step over threads and
     # that int8 generation steps multiply in int8 (the decomposed step graph's
     # DynamicQuantizeMatMul in onnxruntime < 1.22, MatMulNBits from 1.22).
     for cell in ("lstm", "gru"):
-        out = tmp / f"stateful-{cell}"
-        train(
-            TrainConfig(
-                out_dir=out,
-                corpus=corpus,
-                cell=cell,
-                units=256,
-                seq_length=8,
-                epochs=3,
-                seed=1,
-                mode="stateful",
-                quantize="int8",
-            )
-        )
-        cases += [(str(out), "fp32"), (str(out), "int8")]
+        settings[f"stateful-{cell}"] = {
+            "corpus": corpus,
+            "cell": cell,
+            "units": 256,
+            "epochs": 3,
+            "mode": "stateful",
+        }
     # A vocabulary of ONE_HOT_OP_CHARS or more: the graph one-hot encodes with OneHot
     # (format version 3), in a window model and a stateful one.
-    from corpora import wide_text
-
-    wide = tmp / "wide.txt"
-    wide.write_text(wide_text(30))
     for mode in ("window", "stateful"):
-        out = tmp / f"wide-{mode}"
-        train(
-            TrainConfig(
-                out_dir=out,
-                corpus=wide,
-                cell="lstm",
-                units=32,
-                seq_length=8,
-                epochs=1,
-                steps_per_epoch=20,
-                seed=1,
-                mode=mode,
-                quantize="int8",
-            )
-        )
+        settings[f"wide-{mode}"] = {
+            "corpus": wide,
+            "cell": "lstm",
+            "units": 32,
+            "epochs": 1,
+            "steps_per_epoch": 20,
+            "mode": mode,
+        }
+    cases = [("", "fp32")]
+    for name, setting in settings.items():
+        out = tmp / name
+        train(TrainConfig(out_dir=out, seq_length=8, seed=1, quantize="int8", **setting))
         cases += [(str(out), "fp32"), (str(out), "int8")]
     return cases
 
