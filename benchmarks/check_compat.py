@@ -75,7 +75,7 @@ def models(tmp: Path) -> list[tuple[str, str]]:
         * 8
     )
     wide = tmp / "wide.txt"
-    wide.write_text(wide_text(30))
+    wide.write_text(wide_text(30), encoding="utf-8")
     # Every cell: LSTM natively, GRU and SimpleRNN as stored int8 weights.
     settings: dict[str, dict] = {
         cell: {"corpus": corpus, "cell": cell, "units": 32, "epochs": 3}

@@ -184,7 +184,7 @@ def trained_models(tmp: Path) -> list[tuple[str, Path, str]]:
     text = tmp / "corpus.txt"
     text.write_text("It was the best of times, it was the worst of times; " * 40)
     wide, hanzi = tmp / "wide.txt", wide_text()
-    wide.write_text(hanzi)
+    wide.write_text(hanzi, encoding="utf-8")
     specs = [
         ("stateful LSTM 2 x 16", text, "lstm", 16, 2, ("fp32", "int8")),
         ("stateful GRU 128", text, "gru", 128, 1, ("int8",)),
