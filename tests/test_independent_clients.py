@@ -62,7 +62,7 @@ def test_every_exported_file_passes_the_onnx_checker(stateful_models, wide_model
         assert outputs["probs"].type.tensor_type.elem_type == onnx.TensorProto.FLOAT, name
         assert outputs["next"].type.tensor_type.elem_type == onnx.TensorProto.INT64, name
         checked += 1
-    assert checked == 5 if precision == "fp32" else checked == 4
+    assert checked == (5 if precision == "fp32" else 4)
 
 
 def test_the_onnx_reference_implementation_agrees_with_onnxruntime(stateful_models, wide_models):
