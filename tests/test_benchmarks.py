@@ -47,6 +47,29 @@ def test_bench_generate_writes_every_row(tmp_path) -> None:
     assert "<!-- bench:generate -->" in text and "<!-- /bench:generate -->" in text
 
 
+def test_bench_litert_writes_every_row(tmp_path) -> None:
+    """The LiteRT comparison (#13's table) runs end to end on briefly trained models: every
+    model and precision gets a row with both times, their ratio and its verdict."""
+    text = run_script("bench_litert.py", "--quick", "--steps", "5", out=tmp_path / "B.md")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "µs" not in line]
+    rows = [r for r in rows if not r.startswith("| model ")]
+    named = [r.split(" | ")[0:2] for r in rows]
+    assert named == [
+        ["| LSTM 256, window 8", "fp32"],
+        ["| LSTM 64", "fp32"],
+        ["| LSTM 64", "int8"],
+        ["| GRU 64", "fp32"],
+        ["| GRU 64", "int8"],
+    ], rows
+    for row in rows:
+        cells = row.strip("| ").split(" | ")
+        ours, theirs, ratio = float(cells[3]), float(cells[6]), float(cells[7].rstrip("×"))
+        # The ratio is of the unrounded times; the table shows them to 0.1 us.
+        assert ours > 0 and theirs > 0 and abs(ratio - ours / theirs) < 0.05, row
+        assert cells[8] == "yes" or cells[8].startswith("**missed by"), row
+    assert "<!-- bench:litert -->" in text and "<!-- /bench:litert -->" in text
+
+
 def test_sections_are_replaced_not_duplicated(tmp_path) -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     from report import write_section
