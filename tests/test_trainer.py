@@ -60,6 +60,15 @@ def test_utf8_with_bom_and_non_ascii(tmp_path) -> None:
     assert c.text == "naïve café ñ" and "ï" in c.chars and "\ufeff" not in c.chars
 
 
+def test_line_endings_stay_as_they_are(tmp_path) -> None:
+    """No newline translation (the README says so): a CRLF file's \\r is learned, and a
+    lone \\r or LF reads as written."""
+    p = tmp_path / "c.txt"
+    p.write_bytes(b"one\r\ntwo\nthree\rfour\r\n")
+    c = Corpus.read(p)
+    assert c.text == "one\r\ntwo\nthree\rfour\r\n" and {"\r", "\n"} <= set(c.chars)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
